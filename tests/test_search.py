@@ -1,0 +1,177 @@
+"""The tangential base-point search: its gradient against autograd, and problems with answers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import SHAPE, D, relu_cnn, smooth_mlp
+
+from tig_batch import (
+    BaselineSearch,
+    TangentSpace,
+    TorchClassifier,
+    alignment,
+    integrated_gradients,
+    optimal_baselines,
+    quadrature,
+    tangent_basis,
+)
+from tig_batch.engine._ig import integrate
+from tig_batch.engine._search import alignment_gradient
+
+
+def _random_tangent(batch: int, r: int, seed: int = 0) -> TangentSpace:
+    jacobian = torch.randn(batch, D, r, generator=torch.Generator().manual_seed(seed))
+    return tangent_basis(jacobian.double())
+
+
+def _mu_gradient_by_autograd(model, output, inputs, baselines, target, basis, rule):  # type: ignore[no-untyped-def]
+    """Differentiate ``mu(IG(x; a))`` through the whole quadrature: the independent oracle."""
+    a = baselines.clone().requires_grad_(True)
+    t = rule.nodes.view(1, -1, 1, 1, 1)
+    path = (a[:, None] + t * (inputs - a)[:, None]).reshape(-1, *SHAPE)
+    logits = model(path)
+    values = torch.softmax(logits, 1) if output == "probability" else logits
+    values = values.gather(1, target.repeat_interleave(len(rule))[:, None]).sum()
+    (g,) = torch.autograd.grad(values, path, create_graph=True)
+    mean_gradient = (g.view(len(a), len(rule), -1) * rule.weights[None, :, None]).sum(1)
+    v = (inputs - a).flatten(1) * mean_gradient
+    (grad,) = torch.autograd.grad(alignment(v, basis).sum(), a)
+    return grad.flatten(1)
+
+
+def _engine_gradients(model, output, inputs, baselines, target, basis, rule):  # type: ignore[no-untyped-def]
+    classifier = TorchClassifier(model, output)
+    ig = integrate(classifier, inputs, baselines, target, rule, 7, basis)
+    frozen, exact = (
+        alignment_gradient(classifier, inputs, baselines, target, basis, rule, ig, 7, exact)
+        for exact in (False, True)
+    )
+    return frozen, exact
+
+
+def test_frozen_path_gradient_is_exact_for_a_relu_network_explaining_a_logit(
+    images: torch.Tensor,
+) -> None:
+    rule, target = quadrature("midpoint", 6), torch.tensor([0, 1, 2, 3])
+    baselines = torch.rand(images.shape, generator=torch.Generator().manual_seed(4)).double()
+    basis = _random_tangent(4, 5).basis
+    args = (relu_cnn(), "logit", images, baselines, target, basis, rule)
+    expected = _mu_gradient_by_autograd(*args)
+    frozen, exact = _engine_gradients(*args)
+    torch.testing.assert_close(frozen, expected, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(exact, expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("output", ["logit", "probability"])
+def test_exact_gradient_matches_autograd_where_the_frozen_one_does_not(
+    output: str, images: torch.Tensor
+) -> None:
+    """On a smooth network the path gradient moves with ``a``: frozen-path is an approximation."""
+    rule, target = quadrature("gauss-legendre", 5), torch.tensor([4, 3, 2, 1])
+    basis = _random_tangent(4, 3).basis
+    args = (smooth_mlp(), output, images, torch.zeros_like(images), target, basis, rule)
+    expected = _mu_gradient_by_autograd(*args)
+    frozen, exact = _engine_gradients(*args)
+    torch.testing.assert_close(exact, expected, rtol=1e-8, atol=1e-12)
+    relative_error = (frozen - expected).norm(dim=1) / expected.norm(dim=1)
+    assert relative_error.min() > 1e-3
+
+
+def _linear_problem(batch: int = 3, r: int = 3):  # type: ignore[no-untyped-def]
+    """A linear classifier and a flat manifold where a base-point with ``mu = 1`` exists.
+
+    With logit weights ``w``, ``IG(x; a) = (x - a) * w``; choosing ``x = a0 + U c / w`` for an
+    interior ``a0`` makes ``IG(x; a0) = U c`` lie in the tangent space.
+    """
+    generator = torch.Generator().manual_seed(11)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(D, 2)).double()
+    with torch.no_grad():
+        model[1].weight.copy_(0.5 + torch.rand(2, D, generator=generator, dtype=torch.float64))
+    tangent = _random_tangent(batch, r, seed=12)
+    a0 = 0.3 + 0.4 * torch.rand(batch, D, generator=generator, dtype=torch.float64)
+    c = torch.randn(batch, r, 1, generator=generator, dtype=torch.float64)
+    u = torch.bmm(tangent.basis, c).squeeze(2)
+    u = 0.15 * u / u.abs().amax(1, keepdim=True)  # |u / w| <= 0.3 keeps x inside [0, 1]
+    inputs = (a0 + u / model[1].weight.detach()[0]).view(batch, *SHAPE)
+    assert inputs.min() >= 0 and inputs.max() <= 1
+    return TorchClassifier(model), inputs, tangent
+
+
+def test_reaches_a_known_optimum_inside_the_value_range() -> None:
+    model, inputs, tangent = _linear_problem()
+    search = BaselineSearch(n_iterations=300, lr=0.05, n_steps=4)
+    result = optimal_baselines(model, inputs, tangent, target=0, search=search)
+    assert result.alignment.min() >= 0.99
+    assert result.baselines.min() >= 0 and result.baselines.max() <= 1
+    final = integrated_gradients(model, inputs, result.baselines, 0, n_steps=16)
+    torch.testing.assert_close(alignment(final.attributions, tangent.basis), result.alignment)
+
+
+def _cnn_problem():  # type: ignore[no-untyped-def]
+    generator = torch.Generator().manual_seed(21)
+    inputs = torch.rand((6, *SHAPE), generator=generator, dtype=torch.float64)
+    return TorchClassifier(relu_cnn(3)), inputs, _random_tangent(6, 6, seed=22)
+
+
+def test_raises_alignment_well_above_the_zero_base_point_on_a_relu_cnn() -> None:
+    model, inputs, tangent = _cnn_problem()
+    zero = integrated_gradients(model, inputs, 0.0, n_steps=16)
+    zero_mu = alignment(zero.attributions, tangent.basis)
+    result = optimal_baselines(model, inputs, tangent, search=BaselineSearch(n_iterations=40))
+    assert result.alignment.mean() > zero_mu.mean() + 0.2
+    assert (result.alignment >= zero_mu - 1e-12).all()  # the start is kept if nothing beats it
+    assert result.baselines.min() >= 0 and result.baselines.max() <= 1
+    assert result.n_gradient_evaluations == 6 * 16 * 41
+
+
+def test_frozen_and_exact_searches_agree_on_a_relu_network() -> None:
+    model, inputs, tangent = _cnn_problem()
+    runs = [
+        optimal_baselines(model, inputs, tangent, search=BaselineSearch(gradient=g, n_iterations=5))
+        for g in ("frozen-path", "exact")
+    ]
+    torch.testing.assert_close(runs[0].baselines, runs[1].baselines, rtol=1e-9, atol=1e-12)
+
+
+def test_min_gap_is_never_broken_by_a_kept_iterate() -> None:
+    model, inputs, tangent = _cnn_problem()
+    zero_gap = integrated_gradients(model, inputs, 0.0, n_steps=2).output_gap
+    free = optimal_baselines(model, inputs, tangent, search=BaselineSearch(n_iterations=40))
+    held = optimal_baselines(
+        model, inputs, tangent, search=BaselineSearch(n_iterations=40, min_gap=0.9)
+    )
+    assert (free.output_gap < 0.9 * zero_gap).any(), "the constraint must bind somewhere"
+    assert ((held.output_gap >= 0.9 * zero_gap) | held.degenerate).all()
+    assert held.alignment.mean() <= free.alignment.mean()
+
+
+def test_stops_each_image_at_the_target_alignment() -> None:
+    model, inputs, tangent = _cnn_problem()
+    zero_mu = alignment(integrated_gradients(model, inputs, n_steps=16).attributions, tangent.basis)
+    target_mu = zero_mu.max().item() + 0.02
+    result = optimal_baselines(
+        model, inputs, tangent, search=BaselineSearch(n_iterations=60, target_mu=target_mu)
+    )
+    reached = result.alignment >= target_mu
+    assert reached.any()
+    assert (result.iterations[reached] < 60).all()
+
+
+def test_exact_search_needs_a_second_order_backend(images: torch.Tensor) -> None:
+    class FirstOrderOnly:
+        output = "logit"
+
+        def __init__(self) -> None:
+            self._inner = TorchClassifier(relu_cnn())
+
+        def logits(self, inputs):  # type: ignore[no-untyped-def]
+            return self._inner.logits(inputs)
+
+        def logits_and_grad(self, inputs, target):  # type: ignore[no-untyped-def]
+            return self._inner.logits_and_grad(inputs, target)
+
+    with pytest.raises(TypeError, match="frozen-path"):
+        optimal_baselines(
+            FirstOrderOnly(), images, _random_tangent(4, 2), search=BaselineSearch(gradient="exact")
+        )
