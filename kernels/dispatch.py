@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 import torch
+
 from tig_batch.kernels.ig_accumulate_project import IGProjection, ig_accumulate_project_ref
 from tig_batch.kernels.interpolate_path import interpolate_path_ref
 from tig_batch.kernels.tangential_step import tangential_step_ref

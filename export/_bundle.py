@@ -1,0 +1,200 @@
+"""Write a model bundle: trace, export, verify against torch autograd, then publish atomically."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tig_batch._bundle import (
+    CLASSIFIER,
+    DECODER_JVP,
+    ENCODER,
+    MANIFEST,
+    InputSpec,
+    Manifest,
+    read_manifest,
+    sha256,
+)
+from tig_batch.backends import ExplainedOutput, TorchClassifier, TorchManifold
+from tig_batch.backends._onnx import OnnxClassifier, OnnxManifold, SessionSettings
+from tig_batch.errors import ModelError
+from tig_batch.export._trace import OPSET, gradient_graph, jvp_graph, save_onnx
+
+DEFAULT_TOLERANCE = 1e-4
+VERIFY_BATCH_SIZES = (1, 7)
+
+
+def export_bundle(
+    classifier: nn.Module,
+    encoder: nn.Module,
+    decoder: nn.Module,
+    directory: Path | str,
+    spec: InputSpec,
+    class_names: Sequence[str],
+    output: ExplainedOutput = "logit",
+    verify_inputs: torch.Tensor | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    overwrite: bool = False,
+) -> Manifest:
+    """Export a classifier's gradient graph and an autoencoder's encoder and decoder-JVP graphs.
+
+    Everything is traced, exported and verified in a temporary directory beside ``directory``;
+    only a bundle whose ONNX Runtime results match torch autograd within ``tolerance`` (max
+    error relative to the largest reference value) is renamed into place. ``verify_inputs``
+    are real images to check on, in addition to random ones from the value range.
+    """
+    directory = Path(directory)
+    if directory.exists() and not overwrite:
+        raise ModelError(f"{directory} exists; pass overwrite=True (--overwrite) to replace it")
+    models = [m.float().eval() for m in (classifier, encoder, decoder)]
+    classifier, encoder, decoder = models
+    example = torch.rand(2, *spec.shape) * (spec.value_range[1] - spec.value_range[0])
+    example = example + spec.value_range[0]
+    _check_shapes(classifier, encoder, decoder, example, len(class_names))
+    with torch.no_grad():
+        latent = encoder(example).flatten(1)
+    staging = directory.parent / f".{directory.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        target = torch.zeros(2, dtype=torch.long)
+        save_onnx(
+            gradient_graph(classifier, output, example), (example, target),
+            staging / CLASSIFIER, ["x", "target"], ["logits", "grad"],
+        )  # fmt: skip
+        save_onnx(nn.Sequential(encoder, nn.Flatten()), (example,), staging / ENCODER, ["x"], ["z"])
+        save_onnx(
+            jvp_graph(decoder, latent), (latent, torch.ones_like(latent)),
+            staging / DECODER_JVP, ["z", "dz"], ["decoded", "jvp"],
+        )  # fmt: skip
+        report = _verify(
+            staging, classifier, encoder, decoder, spec, len(class_names), output,
+            verify_inputs, tolerance, latent.shape[1],
+        )  # fmt: skip
+        manifest = Manifest(
+            input=spec,
+            class_names=tuple(class_names),
+            explained_output=output,
+            latent_dim=int(latent.shape[1]),
+            opset=OPSET,
+            files={name: sha256(staging / name) for name in (CLASSIFIER, ENCODER, DECODER_JVP)},
+            versions=_versions(),
+            verification=report,
+        )
+        (staging / MANIFEST).write_text(manifest.to_json())
+        read_manifest(staging)
+        if directory.exists():
+            shutil.rmtree(directory)
+        staging.rename(directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _check_shapes(
+    classifier: nn.Module,
+    encoder: nn.Module,
+    decoder: nn.Module,
+    example: torch.Tensor,
+    n_classes: int,
+) -> None:
+    """Refuse models that do not fit the input spec or each other, before tracing anything."""
+    shape = tuple(example.shape[1:])
+    try:
+        with torch.no_grad():
+            logits = classifier(example)
+            decoded = decoder(encoder(example).flatten(1))
+    except RuntimeError as error:
+        raise ModelError(f"the models do not accept images of shape {shape}: {error}") from None
+    if logits.shape != (len(example), n_classes):
+        raise ModelError(
+            f"the classifier gives logits of shape {tuple(logits.shape[1:])} for {n_classes} "
+            "class names"
+        )
+    if tuple(decoded.shape[1:]) != shape:
+        raise ModelError(
+            f"the decoder reconstructs shape {tuple(decoded.shape[1:])}, not the input "
+            f"shape {shape}"
+        )
+
+
+def _versions() -> dict[str, str]:
+    names = ("tig-batch", "torch", "onnx", "onnxscript", "onnxruntime")
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    scale = reference.abs().max().clamp_min(1e-12)
+    return float((ours - reference).abs().max() / scale)
+
+
+def _verify(
+    staging: Path,
+    classifier: nn.Module,
+    encoder: nn.Module,
+    decoder: nn.Module,
+    spec: InputSpec,
+    n_classes: int,
+    output: ExplainedOutput,
+    verify_inputs: torch.Tensor | None,
+    tolerance: float,
+    latent_dim: int,
+) -> dict[str, object]:
+    """ONNX Runtime against torch on random and real images at two batch sizes."""
+    settings = SessionSettings()
+    onnx_classifier = OnnxClassifier(staging / CLASSIFIER, output, n_classes, settings)
+    onnx_manifold = OnnxManifold(staging / ENCODER, staging / DECODER_JVP, latent_dim, settings)
+    torch_classifier = TorchClassifier(classifier, output)
+    torch_manifold = TorchManifold(encoder, decoder)
+    lo, hi = spec.value_range
+    generator = torch.Generator().manual_seed(0)
+    batches = [
+        lo + (hi - lo) * torch.rand(n, *spec.shape, generator=generator) for n in VERIFY_BATCH_SIZES
+    ]
+    if verify_inputs is not None:
+        real = verify_inputs.float()
+        batches += [real[:n] for n in VERIFY_BATCH_SIZES if len(real) >= n]
+    errors = {"logits": 0.0, "grad": 0.0, "encoder": 0.0, "decoder_jacobian": 0.0}
+    for images in batches:
+        target = torch.randint(0, n_classes, (len(images),), generator=generator)
+        logits, grad = onnx_classifier.logits_and_grad(images, target)
+        ref_logits, ref_grad = torch_classifier.logits_and_grad(images, target)
+        codes = onnx_manifold.encode(images)
+        ref_codes = torch_manifold.encode(images)
+        measured = {
+            "logits": _relative_error(logits, ref_logits),
+            "grad": _relative_error(grad, ref_grad),
+            "encoder": _relative_error(codes, ref_codes),
+            "decoder_jacobian": _relative_error(
+                onnx_manifold.decoder_jacobian(ref_codes),
+                torch_manifold.decoder_jacobian(ref_codes),
+            ),
+        }
+        errors = {key: max(errors[key], measured[key]) for key in errors}
+    worst = max(errors, key=errors.__getitem__)
+    if errors[worst] > tolerance:
+        raise ModelError(
+            f"export verification failed: ONNX Runtime {worst} differs from torch by "
+            f"{errors[worst]:.2e} (relative), above the tolerance {tolerance:.0e}"
+        )
+    return {
+        "max_relative_error": errors,
+        "tolerance": tolerance,
+        "batch_sizes": list(VERIFY_BATCH_SIZES),
+        "real_images": 0
+        if verify_inputs is None
+        else min(len(verify_inputs), max(VERIFY_BATCH_SIZES)),
+        "passed": True,
+    }

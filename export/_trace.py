@@ -1,0 +1,242 @@
+"""Trace gradient and Jacobian-vector-product graphs into plain modules that export to ONNX.
+
+``torch.onnx.export`` cannot export a module that calls ``torch.autograd.grad`` or
+``torch.func``. Tracing the *function* ``torch.func.grad(f_c)`` with ``make_fx`` (symbolic
+shapes, core decompositions plus ours), with the parameters passed as inputs through
+``torch.func.functional_call``, yields an FX graph of ordinary ATen ops; wrapping it in a module
+that holds the parameters as buffers gives something the dynamo exporter takes, with a dynamic
+batch dimension.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from tig_batch.backends import ExplainedOutput, explained_value
+from tig_batch.errors import ModelError
+from tig_batch.export._decompositions import decomposition_table
+
+OPSET = 18
+
+
+class TracedGraph(nn.Module):
+    """A traced function of two inputs and the model's state, the state held as buffers."""
+
+    def __init__(self, graph: torch.fx.GraphModule, state: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.graph_module = graph
+        self.n_state = len(state)
+        for i, tensor in enumerate(state):
+            self.register_buffer(f"state_{i}", tensor.detach().clone())
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        state = [getattr(self, f"state_{i}") for i in range(self.n_state)]
+        return self.graph_module(first, second, *state)
+
+
+def _state(model: nn.Module) -> tuple[list[str], list[torch.Tensor]]:
+    named = [*model.named_parameters(), *model.named_buffers()]
+    return [name for name, _ in named], [tensor.detach() for _, tensor in named]
+
+
+def _trace(
+    fn: Callable, example: tuple[torch.Tensor, ...], model: nn.Module
+) -> torch.fx.GraphModule:
+    names, state = _state(model)
+
+    def with_state(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        inputs, params = args[: len(example)], args[len(example) :]
+        return fn(dict(zip(names, params, strict=True)), *inputs)
+
+    try:
+        # functionalize: autograd formulas may write in place, which ONNX cannot express
+        graph = make_fx(
+            torch.func.functionalize(with_state, remove="mutations"),
+            decomposition_table=decomposition_table(),
+            tracing_mode="symbolic",
+        )(*example, *state)
+    except Exception as error:
+        raise ModelError(f"cannot trace {type(model).__name__}: {error}") from error
+    # forward-mode AD leaves unused shape checks and zero tangents behind
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    return graph
+
+
+@functools.cache
+def _onnx_ops() -> Callable[[torch._ops.OpOverload], bool] | None:
+    """Whether the ONNX exporter translates an op (directly or by its own decompositions).
+
+    Uses the exporter's registry, a private API: if it moves, the pre-check is skipped and the
+    export itself reports unsupported ops.
+    """
+    try:
+        from torch.onnx._internal.exporter import _decomp, _registration
+
+        with _quiet_exporter():
+            registry = _registration.ONNXRegistry.from_torchlib()
+        decomposed = set(_decomp.create_onnx_friendly_decomposition_table(set()))
+    except Exception:  # pragma: no cover - depends on torch internals
+        return None
+    return lambda op: registry.is_registered(op) or op in decomposed
+
+
+def unsupported_ops(graph: torch.fx.GraphModule) -> list[str]:
+    """ATen ops in a traced graph that neither we nor the ONNX exporter can lower."""
+    exportable = _onnx_ops()
+    if exportable is None:
+        return []
+    ops = {n.target for n in graph.graph.nodes if n.op == "call_function"}
+    return sorted(
+        str(op) for op in ops if isinstance(op, torch._ops.OpOverload) and not exportable(op)
+    )
+
+
+def _input_gradient(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    return torch.func.grad(lambda x: module(x).sum())
+
+
+def _layers_using(model: nn.Module, example: torch.Tensor, op_names: list[str]) -> list[str]:
+    """Leaf layers whose own input-gradient graph contains one of ``op_names``."""
+    seen: dict[str, tuple[nn.Module, torch.Tensor]] = {}
+
+    def record(name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            if args:
+                seen.setdefault(name, (module, args[0]))
+
+        return hook
+
+    hooks = [
+        module.register_forward_hook(record(name))
+        for name, module in model.named_modules()
+        if not list(module.children())
+    ]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    found = []
+    for name, (module, inputs) in seen.items():
+        if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point():
+            continue
+        with contextlib.suppress(Exception):
+            graph = make_fx(_input_gradient(module), decomposition_table=decomposition_table())(
+                inputs
+            )
+            if set(unsupported_ops(graph)) & set(op_names):
+                found.append(f"layer {name!r} ({type(module).__name__})")
+    return found
+
+
+def _check_exportable(graph: torch.fx.GraphModule, model: nn.Module, example: torch.Tensor) -> None:
+    missing = unsupported_ops(graph)
+    if missing:
+        layers = _layers_using(model, example, missing) or ["a layer that could not be located"]
+        raise ModelError(
+            f"cannot export the input-gradient of {type(model).__name__}: no ONNX lowering for "
+            f"{', '.join(missing)}, used by {', '.join(layers)}. Supported layers are listed in "
+            "docs/export.md."
+        )
+
+
+def gradient_graph(model: nn.Module, output: ExplainedOutput, example: torch.Tensor) -> TracedGraph:
+    """``(x, target) -> (logits, grad f_c(x))`` as a plain module, for images like ``example``."""
+    model = model.eval()
+
+    def logits_and_grad(
+        params: dict[str, torch.Tensor], x: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        def explained(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = torch.func.functional_call(model, params, (x,))
+            return explained_value(logits, target, output).sum(), logits
+
+        grad, logits = torch.func.grad(explained, has_aux=True)(x)
+        return logits, grad
+
+    target = torch.zeros(example.shape[0], dtype=torch.long)
+    graph = _trace(logits_and_grad, (example, target), model)
+    _check_exportable(graph, model, example)
+    return TracedGraph(graph, _state(model)[1])
+
+
+def jvp_graph(decoder: nn.Module, example: torch.Tensor) -> TracedGraph:
+    """``(z, dz) -> (D(z), J(z) dz)``: one Jacobian column per row when ``dz`` is one-hot.
+
+    The JVP is computed as the transpose of the VJP, ``J dz = d/du <J^T u, dz>``, in reverse
+    mode only: ``torch.func.jvp`` gives the parameters zero tangents whose materialised shapes
+    pin the batch size into the graph. ``u -> J^T u`` is linear, so this is exact.
+    """
+    decoder = decoder.eval()
+
+    def jvp(
+        params: dict[str, torch.Tensor], z: torch.Tensor, dz: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        decoded, vjp = torch.func.vjp(
+            lambda z: torch.func.functional_call(decoder, params, (z,)), z
+        )
+        _, transpose = torch.func.vjp(lambda u: vjp(u)[0], torch.zeros_like(decoded))
+        return decoded, transpose(dz)[0]
+
+    graph = _trace(jvp, (example, torch.ones_like(example)), decoder)
+    _check_exportable(graph, decoder, example)
+    return TracedGraph(graph, _state(decoder)[1])
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's progress prints and warnings; errors still propagate."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch._dynamo", "torch.export")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def save_onnx(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+) -> None:
+    """Export ``module`` to ``path`` with a dynamic leading (batch) dimension on every input."""
+    batch = torch.export.Dim("batch", min=1)
+    dynamic_shapes = tuple({0: batch} for _ in example)
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                module,
+                example,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=dynamic_shapes,
+                opset_version=OPSET,
+                dynamo=True,
+                verbose=False,
+            )
+            program.save(str(path))
+    except Exception as error:
+        raise ModelError(f"ONNX export of {output_names} failed: {error}") from error

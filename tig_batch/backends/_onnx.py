@@ -1,0 +1,192 @@
+"""The ONNX Runtime backend: the exported gradient and JVP graphs behind the model protocols.
+
+Sessions are created once and reused. On a CUDA device (onnxruntime-gpu present) inputs and
+outputs are bound to torch's GPU memory with IO binding, so the IG loop makes no host round
+trips; elsewhere the CPU provider runs on numpy views of the tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from tig_batch._bundle import CLASSIFIER, DECODER_JVP, ENCODER, Manifest, read_manifest
+from tig_batch.backends._base import ExplainedOutput
+from tig_batch.errors import ModelError
+
+Optimization = Literal["disable", "basic", "extended", "all"]
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """ONNX Runtime settings: intra-op threads (None: ORT's default), graph optimisation level,
+    and the device (``cpu`` or ``cuda[:N]``) the sessions run on."""
+
+    threads: int | None = None
+    optimization: Optimization = "all"
+    device: str = "cpu"
+
+
+class _Session:
+    """One ``InferenceSession`` and how to feed it torch tensors on its device."""
+
+    def __init__(self, path: Path, settings: SessionSettings) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if settings.threads:
+            options.intra_op_num_threads = settings.threads
+        options.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[settings.optimization]
+        self.device = torch.device(settings.device)
+        if self.device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ModelError("device cuda needs onnxruntime-gpu (pip install 'tig-batch[gpu]')")
+            providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0})]
+        else:
+            providers = ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as error:
+            raise ModelError(f"{path}: ONNX Runtime cannot load it: {error}") from None
+        self.output_names = [output.name for output in self.session.get_outputs()]
+
+    def run(
+        self, feeds: dict[str, torch.Tensor], output_shapes: list[tuple[int, ...]]
+    ) -> list[torch.Tensor]:
+        """Run on tensors already on ``self.device``; outputs come back as tensors there too."""
+        if self.device.type != "cuda":
+            arrays = {name: tensor.detach().cpu().numpy() for name, tensor in feeds.items()}
+            return [torch.from_numpy(out) for out in self.session.run(self.output_names, arrays)]
+        binding = self.session.io_binding()
+        index = self.device.index or 0
+        for name, tensor in feeds.items():
+            tensor = tensor.contiguous()
+            binding.bind_input(
+                name, "cuda", index, _NUMPY[tensor.dtype], tuple(tensor.shape), tensor.data_ptr()
+            )
+        outputs = [
+            torch.empty(shape, dtype=torch.float32, device=self.device) for shape in output_shapes
+        ]
+        for name, out in zip(self.output_names, outputs, strict=True):
+            binding.bind_output(name, "cuda", index, np.float32, tuple(out.shape), out.data_ptr())
+        self.session.run_with_iobinding(binding)
+        return outputs
+
+
+_NUMPY = {torch.float32: np.float32, torch.int64: np.int64}
+
+
+def _on(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return tensor.detach().to(device=device, dtype=dtype).contiguous()
+
+
+class OnnxClassifier:
+    """A :class:`~tig_batch.backends.Classifier` on an exported ``(x, target) -> (logits, grad)``
+    graph. Computes in float32; results come back in the inputs' dtype and device."""
+
+    def __init__(
+        self, path: Path, output: ExplainedOutput, n_classes: int, settings: SessionSettings
+    ) -> None:
+        self._session = _Session(path, settings)
+        self.output: ExplainedOutput = output
+        self.n_classes = n_classes
+
+    def logits_and_grad(
+        self, inputs: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self._session.device
+        feeds = {
+            "x": _on(inputs, device, torch.float32),
+            "target": _on(target, device, torch.int64),
+        }
+        logits, grad = self._session.run(
+            feeds, [(inputs.shape[0], self.n_classes), tuple(inputs.shape)]
+        )
+        return logits.to(inputs.device, inputs.dtype), grad.to(inputs.device, inputs.dtype)
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        target = torch.zeros(inputs.shape[0], dtype=torch.long, device=inputs.device)
+        return self.logits_and_grad(inputs, target)[0]
+
+
+class OnnxManifold:
+    """A :class:`~tig_batch.backends.Manifold` on exported encoder and decoder-JVP graphs.
+
+    The Jacobian is assembled from JVPs with one-hot tangents, ``internal_batch_size`` rows at a
+    time, laid out as (B*n) rows outside the graph so the graph keeps a plain batch dimension.
+    """
+
+    def __init__(
+        self,
+        encoder: Path,
+        decoder_jvp: Path,
+        latent_dim: int,
+        settings: SessionSettings,
+        internal_batch_size: int = 512,
+    ) -> None:
+        self._encoder = _Session(encoder, settings)
+        self._jvp = _Session(decoder_jvp, settings)
+        self.latent_dim = latent_dim
+        self.internal_batch_size = internal_batch_size
+
+    def encode(self, inputs: torch.Tensor) -> torch.Tensor:
+        device = self._encoder.device
+        (codes,) = self._encoder.run(
+            {"x": _on(inputs, device, torch.float32)}, [(inputs.shape[0], self.latent_dim)]
+        )
+        return codes.to(inputs.device, inputs.dtype)
+
+    def decoder_jacobian(self, latents: torch.Tensor) -> torch.Tensor:
+        batch, n = latents.shape
+        device = self._jvp.device
+        codes = _on(latents, device, torch.float32).repeat_interleave(n, dim=0)
+        tangents = torch.eye(n, device=device).repeat(batch, 1)
+        columns = []
+        for start in range(0, batch * n, self.internal_batch_size):
+            rows = slice(start, start + self.internal_batch_size)
+            decoded_shape = (codes[rows].shape[0], *self._decoded_shape)
+            _, jvp = self._jvp.run({"z": codes[rows], "dz": tangents[rows]}, [decoded_shape] * 2)
+            columns.append(jvp.flatten(1))
+        jacobian = torch.cat(columns).view(batch, n, -1).transpose(1, 2)
+        return jacobian.to(latents.device, latents.dtype)
+
+    @property
+    def _decoded_shape(self) -> tuple[int, ...]:
+        shape = self._jvp.session.get_outputs()[1].shape
+        return tuple(int(s) for s in shape[1:])
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded model bundle: its manifest and the two models behind the protocols."""
+
+    path: Path
+    manifest: Manifest
+    classifier: OnnxClassifier
+    manifold: OnnxManifold
+
+
+def load_bundle(
+    path: Path | str,
+    settings: SessionSettings = SessionSettings(),
+    internal_batch_size: int = 512,
+) -> Bundle:
+    """Check a bundle's manifest and checksums, then open its ONNX Runtime sessions."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    classifier = OnnxClassifier(
+        path / CLASSIFIER, manifest.explained_output, manifest.n_classes, settings
+    )
+    manifold = OnnxManifold(
+        path / ENCODER, path / DECODER_JVP, manifest.latent_dim, settings, internal_batch_size
+    )
+    return Bundle(path, manifest, classifier, manifold)
