@@ -1,0 +1,278 @@
+"""Explain batches with every method: the one path the CLI and Python data pipelines share.
+
+Arrays in, result records out; no files. :func:`explain_batches` streams, so memory depends on
+the batch size and never on how many batches come through.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+
+from tig_batch.backends import Classifier, Manifold
+from tig_batch.engine import (
+    Attribution,
+    BaselineSearch,
+    Rule,
+    ValueRange,
+    alignment,
+    gradient,
+    input_x_gradient,
+    integrated_gradients,
+    make_baselines,
+    optimal_baselines,
+    smoothgrad,
+    tangent_space,
+)
+from tig_batch.errors import DataError
+
+IG_METHODS = ("tangential", "zero", "uniform", "gaussian", "maxdist", "blur")
+GRADIENT_METHODS = ("gradient", "smoothgrad", "inputxgrad")
+METHODS = IG_METHODS + GRADIENT_METHODS
+
+
+class Flag(enum.IntFlag):
+    """Why a result needs care; stored per image and method as a bit field."""
+
+    DEGENERATE = 1  # tangential base-point whose output gap fell below the threshold
+    ZERO_EXPLANATION = 2  # the explanation is zero, so its alignment is undefined (NaN)
+    NON_FINITE_INPUT = 4  # the image had NaN or Inf pixels and was skipped (results NaN)
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """Everything that determines the explanations; outputs record it so reruns can be checked.
+
+    ``method`` is the IG quadrature rule and ``n_steps`` its nodes for the final attributions
+    (the base-point search has its own in ``search``). ``target`` is ``predicted``, ``label``
+    (needs labels) or a class index.
+    """
+
+    methods: tuple[str, ...] = METHODS
+    n_steps: int = 50
+    method: Rule = "midpoint"
+    target: str | int = "predicted"
+    search: BaselineSearch = field(default_factory=BaselineSearch)
+    value_range: ValueRange = (0.0, 1.0)
+    seed: int = 0
+    gaussian_sigma: float = 0.5
+    blur_sigma: float = 4.0
+    smoothgrad_sigma: float = 0.02
+    smoothgrad_samples: int = 25
+    rtol: float = 1e-6
+    internal_batch_size: int = 512
+    on_bad_image: Literal["error", "skip"] = "error"
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(
+                f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from "
+                f"{', '.join(METHODS)}"
+            )
+        if self.on_bad_image not in ("error", "skip"):
+            raise ValueError(f"on_bad_image must be 'error' or 'skip', got {self.on_bad_image!r}")
+        if isinstance(self.target, str) and self.target not in ("predicted", "label"):
+            raise ValueError(
+                f"target must be 'predicted', 'label' or a class index, got {self.target!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Explanations:
+    """One batch's results, every tensor's first dimension the batch.
+
+    ``delta`` and ``output_gap`` hold the IG methods only; ``baselines`` is the tangential
+    base-point (None when that method is not run).
+    """
+
+    sample_ids: torch.Tensor
+    target: torch.Tensor
+    prediction: torch.Tensor
+    tangent_rank: torch.Tensor
+    chance_level: torch.Tensor
+    attributions: dict[str, torch.Tensor]
+    alignment: dict[str, torch.Tensor]
+    delta: dict[str, torch.Tensor]
+    output_gap: dict[str, torch.Tensor]
+    flags: dict[str, torch.Tensor]
+    baselines: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+
+class BatchLike(Protocol):
+    """An item of :func:`explain_batches` besides bare arrays, e.g. the data reader's batches."""
+
+    images: np.ndarray | torch.Tensor
+    labels: np.ndarray | torch.Tensor | None
+
+
+def _targets(
+    classifier: Classifier, images: torch.Tensor, labels: torch.Tensor | None, config: ExplainConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    prediction = classifier.logits(images).argmax(1)
+    if config.target == "predicted":
+        return prediction, prediction
+    if config.target == "label":
+        if labels is None:
+            raise DataError("target 'label' needs labels, and this input has none")
+        return labels.to(prediction.device, torch.long), prediction
+    return torch.full_like(prediction, int(config.target)), prediction
+
+
+def _explain_finite(
+    classifier: Classifier,
+    manifold: Manifold,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    sample_ids: torch.Tensor,
+    config: ExplainConfig,
+) -> Explanations:
+    target, prediction = _targets(classifier, images, labels, config)
+    tangent = tangent_space(manifold, images, config.rtol)
+    ibs, attributions, deltas, gaps, flags = config.internal_batch_size, {}, {}, {}, {}
+    baselines = None
+    for name in config.methods:
+        flags[name] = torch.zeros(len(images), dtype=torch.int64)
+        if name in IG_METHODS:
+            if name == "tangential":
+                search = optimal_baselines(
+                    classifier, images, tangent, target, config.value_range, config.search,
+                    sample_ids, ibs,
+                )  # fmt: skip
+                baselines = search.baselines
+                flags[name][search.degenerate.cpu()] |= Flag.DEGENERATE
+                start = baselines
+            else:
+                sigma = config.gaussian_sigma if name == "gaussian" else config.blur_sigma
+                start = make_baselines(
+                    name, images, config.value_range, sigma=sigma, seed=config.seed,
+                    sample_ids=sample_ids,
+                )  # fmt: skip
+            result = integrated_gradients(
+                classifier, images, start, target, config.n_steps, config.method, ibs
+            )
+            deltas[name], gaps[name] = result.delta, result.output_gap
+        else:
+            result = _gradient_explainer(name, classifier, images, target, sample_ids, config)
+        attributions[name] = result.attributions
+    mu = {name: alignment(value, tangent.basis) for name, value in attributions.items()}
+    for name, value in mu.items():
+        flags[name][torch.isnan(value).cpu()] |= Flag.ZERO_EXPLANATION
+    return Explanations(
+        sample_ids, target, prediction, tangent.rank, tangent.chance_level,
+        attributions, mu, deltas, gaps, flags, baselines,
+    )  # fmt: skip
+
+
+def _gradient_explainer(
+    name: str,
+    classifier: Classifier,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    sample_ids: torch.Tensor,
+    config: ExplainConfig,
+) -> Attribution:
+    ibs = config.internal_batch_size
+    if name == "gradient":
+        return gradient(classifier, images, target, ibs)
+    if name == "inputxgrad":
+        return input_x_gradient(classifier, images, target, ibs)
+    return smoothgrad(
+        classifier, images, target, config.smoothgrad_sigma, config.smoothgrad_samples,
+        config.seed, sample_ids, ibs,
+    )  # fmt: skip
+
+
+def explain(
+    classifier: Classifier,
+    manifold: Manifold,
+    images: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray | None = None,
+    sample_ids: torch.Tensor | np.ndarray | None = None,
+    config: ExplainConfig | None = None,
+) -> Explanations:
+    """Explain one batch of images (B, C, H, W) with every configured method.
+
+    ``sample_ids`` (default ``0..B-1``) seed the random base-points and SmoothGrad per image,
+    so an image's results do not depend on the batch it arrives in. Images with NaN or Inf
+    pixels raise :class:`DataError`, or with ``on_bad_image="skip"`` get NaN results and the
+    ``NON_FINITE_INPUT`` flag.
+    """
+    config = config or ExplainConfig()
+    images = torch.as_tensor(images)
+    if not images.is_floating_point():
+        images = images.float()
+    labels = None if labels is None else torch.as_tensor(labels)
+    ids = torch.arange(len(images)) if sample_ids is None else torch.as_tensor(sample_ids)
+    finite = torch.isfinite(images.flatten(1)).all(1)
+    if bool(finite.all()):
+        return _explain_finite(classifier, manifold, images, labels, ids, config)
+    if config.on_bad_image == "error":
+        bad = ids[~finite.cpu()].tolist()
+        raise DataError(
+            f"images {bad[:10]}{' ...' if len(bad) > 10 else ''} have NaN or Inf pixels; "
+            "use --on-bad-image skip to flag and skip them"
+        )
+    if not bool(finite.any()):
+        raise DataError("every image in this batch has NaN or Inf pixels")
+    kept = _explain_finite(
+        classifier, manifold, images[finite], None if labels is None else labels[finite],
+        ids[finite.cpu()], config,
+    )  # fmt: skip
+    return _fill_skipped(kept, finite, ids, images)
+
+
+def _fill_skipped(
+    kept: Explanations, finite: torch.Tensor, ids: torch.Tensor, images: torch.Tensor
+) -> Explanations:
+    """Scatter a subset's results back to the full batch: NaN (or -1) for skipped images."""
+
+    def spread(value: torch.Tensor, fill: float) -> torch.Tensor:
+        full = torch.full(
+            (len(finite), *value.shape[1:]), fill, dtype=value.dtype, device=value.device
+        )
+        full[finite.to(value.device)] = value
+        return full
+
+    def spread_all(values: dict[str, torch.Tensor], fill: float) -> dict[str, torch.Tensor]:
+        return {name: spread(value, fill) for name, value in values.items()}
+
+    flags = spread_all(kept.flags, 0)
+    for value in flags.values():
+        value[~finite.cpu()] |= Flag.NON_FINITE_INPUT
+    return Explanations(
+        ids, spread(kept.target, -1), spread(kept.prediction, -1), spread(kept.tangent_rank, 0),
+        spread(kept.chance_level, torch.nan), spread_all(kept.attributions, torch.nan),
+        spread_all(kept.alignment, torch.nan), spread_all(kept.delta, torch.nan),
+        spread_all(kept.output_gap, torch.nan), flags,
+        None if kept.baselines is None else spread(kept.baselines, torch.nan),
+    )  # fmt: skip
+
+
+def explain_batches(
+    classifier: Classifier,
+    manifold: Manifold,
+    batches: Iterable[BatchLike | torch.Tensor | np.ndarray],
+    config: ExplainConfig | None = None,
+    first_id: int = 0,
+) -> Iterator[Explanations]:
+    """Explain a stream of batches (arrays, tensors, or the data reader's batches), lazily.
+
+    Images are numbered from ``first_id`` across the stream; those numbers seed each image's
+    random base-points, so results do not depend on how the stream is batched.
+    """
+    next_id = first_id
+    for batch in batches:
+        images = batch if isinstance(batch, torch.Tensor | np.ndarray) else batch.images
+        labels = None if isinstance(batch, torch.Tensor | np.ndarray) else batch.labels
+        ids = torch.arange(next_id, next_id + len(images))
+        next_id += len(images)
+        yield explain(classifier, manifold, images, labels, ids, config)
