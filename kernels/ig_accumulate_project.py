@@ -86,6 +86,10 @@ def ig_accumulate_project_ref(
 # Triton; the kernels below are plain Python until ``triton.jit`` decorates them.
 tl: Any = None
 
+#: Autotuned (BLOCK_R, num_warps); BLOCK_SIZE comes from ``reduction_block``. Wider basis
+#: slabs (BLOCK_R = 64) spill registers at BLOCK_SIZE = 256 (ptxas, sm_90).
+_CONFIGS = ((16, 4), (16, 8), (32, 4), (32, 8))
+
 
 def _ig_accumulate_project_kernel(
     g_ptr,  # path gradients (B*K, d), row b*K + k at stride_gb
@@ -206,9 +210,7 @@ def _compiled() -> tuple[Any, Any]:
         finish = {"BLOCK_N": 4, "BLOCK_C": 4}
     else:
         configs = [
-            triton.Config({"BLOCK_R": block_r}, num_warps=warps)
-            for block_r in (16, 32, 64)
-            for warps in (4, 8)
+            triton.Config({"BLOCK_R": block_r}, num_warps=warps) for block_r, warps in _CONFIGS
         ]
         finish = {"BLOCK_N": 32, "BLOCK_C": 64}
     main = triton.autotune(configs, key=["n_elements", "n_nodes", "rank", "HAS_BASIS"])(

@@ -64,6 +64,9 @@ def interpolate_path_ref(
 # Triton; the kernel below is plain Python until ``triton.jit`` decorates it.
 tl: Any = None
 
+#: Autotuned (BLOCK_SIZE, num_warps).
+_CONFIGS = ((256, 2), (512, 4), (1024, 4), (1024, 8), (2048, 8))
+
 
 def _interpolate_path_kernel(
     x_ptr,  # inputs (B, d), rows at stride_xb, unit stride within a row
@@ -103,8 +106,7 @@ def _compiled() -> Any:
         configs = [triton.Config({"BLOCK_SIZE": 32}, num_warps=1)]
     else:
         configs = [
-            triton.Config({"BLOCK_SIZE": block}, num_warps=warps)
-            for block, warps in ((256, 2), (512, 4), (1024, 4), (1024, 8), (2048, 8))
+            triton.Config({"BLOCK_SIZE": block}, num_warps=warps) for block, warps in _CONFIGS
         ]
     return triton.autotune(configs, key=["n_elements", "n_nodes"])(
         triton.jit(_interpolate_path_kernel)

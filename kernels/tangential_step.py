@@ -93,6 +93,10 @@ def tangential_step_ref(
 # U, the only large operand, is read once; the gradient makes one fp32 round trip.
 tl: Any = None
 
+#: Autotuned (BLOCK_R, num_warps) of _tangential_step_kernel; BLOCK_SIZE from
+#: ``reduction_block``.
+_CONFIGS = ((16, 4), (16, 8), (32, 4), (32, 8))
+
 
 def _sum_squares_kernel(
     x_ptr,  # (B, d), rows at stride_xb, unit stride within a row
@@ -223,9 +227,7 @@ def _compiled() -> tuple[Any, Any, Any, dict[str, int]]:
         block_n = 4
     else:
         configs = [
-            triton.Config({"BLOCK_R": block_r}, num_warps=warps)
-            for block_r in (16, 32, 64)
-            for warps in (4, 8)
+            triton.Config({"BLOCK_R": block_r}, num_warps=warps) for block_r, warps in _CONFIGS
         ]
         block_n = 64
     step = triton.autotune(configs, key=["n_elements", "rank"])(triton.jit(_tangential_step_kernel))

@@ -16,8 +16,10 @@ float16 (paths, base-points) agree within one float16 rounding, i.e. 1e-3 for va
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import tig_batch.kernels.ig_accumulate_project as ig_module
@@ -321,3 +323,23 @@ def test_search_gives_the_same_base_points_with_triton_and_torch_kernels(
         torch.testing.assert_close(getattr(fused, name), getattr(reference, name), **tolerance)
     assert torch.equal(fused.iterations, reference.iterations)
     assert (fused.baselines != 0).any()  # the search moved away from the zero base-point
+
+
+# --- GPU code generation, checked without a GPU ------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_every_autotune_config_compiles_for_an_h100_without_spills(dtype: str) -> None:
+    """What the interpreter cannot check: GPU code generation, vector loads, register spills.
+
+    In a fresh process: the interpreter patches ``triton.language`` in place, after which the
+    compiler no longer works in the same process.
+    """
+    pytest.importorskip("triton.backends.nvidia.compiler")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = Path(__file__).with_name("sm90_codegen.py")
+    result = subprocess.run(
+        [sys.executable, str(script), dtype], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
