@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tig_batch import __version__
+from tig_batch.cli.bench import bench
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -39,6 +40,8 @@ def quickstart() -> None:
         "pipeline lands with the data, export and explain commands."
     )
 
+
+main.add_command(bench)
 
 if __name__ == "__main__":
     main()

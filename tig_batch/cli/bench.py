@@ -1,0 +1,166 @@
+"""``tig-batch bench``: performance measurements (not tests)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def bench() -> None:
+    """Measure how fast tig-batch runs on this machine.
+
+    \b
+    Example:
+        tig-batch bench kernels --quick
+    """
+
+
+def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        values = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"expected positive integers, got {value!r}")
+    return values
+
+
+def _fmt(value: float | int | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@bench.command()
+@click.option(
+    "--images",
+    default=None,
+    help="Comma-separated image sizes among mnist (1x28x28), cifar (3x32x32), imagenet "
+    "(3x224x224). Default: all on a GPU, mnist,cifar on a CPU.",
+)
+@click.option("--steps", default="16,32,64", callback=_int_list, help="Values of K, the nodes.")
+@click.option("--ranks", default="16,144", callback=_int_list, help="Values of r, the rank.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="B.")
+@click.option(
+    "--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True
+)
+@click.option(
+    "--device", default=None, help="cuda, cuda:N or cpu. Default: cuda if available, else cpu."
+)
+@click.option(
+    "--peak-gbps",
+    type=float,
+    default=None,
+    help="Peak memory bandwidth in GB/s, if the device's cannot be read from its properties.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="torch CPU threads (default: torch's choice). 1 avoids stalls on a busy machine.",
+)
+@click.option("--repeats", default=5, show_default=True, type=click.IntRange(1), help="CPU runs.")
+@click.option("--quick", is_flag=True, help="A tiny grid (mnist, K=16, r=16, B=4): a smoke test.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write the rows to this JSON file.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+def kernels(
+    images: str | None,
+    steps: list[int],
+    ranks: list[int],
+    batch_size: int,
+    dtype: str,
+    device: str | None,
+    peak_gbps: float | None,
+    threads: int | None,
+    repeats: int,
+    quick: bool,
+    json_path: Path | None,
+    quiet: bool,
+) -> None:
+    """Time the fused Triton kernels against their torch twins.
+
+    For each image size, K and r: time (ms), achieved bandwidth (GB/s, from the bytes an
+    ideal fused kernel reads and writes), the speed-up over the torch twin and the fraction
+    of the device's peak memory bandwidth. The kernels need a CUDA GPU; on a CPU only the
+    torch twins are timed.
+
+    \b
+    Example:
+        tig-batch bench kernels --quick
+        tig-batch bench kernels --images cifar --steps 32 --json kernels.json
+    """
+    import torch
+
+    from tig_batch.kernels import bench as runner
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException("--device cuda: no CUDA device here; try --device cpu")
+    on_gpu = target.type == "cuda"
+    if quick:
+        image_list, steps, ranks, batch_size, repeats = ["mnist"], [16], [16], 4, 2
+    elif images is None:
+        image_list = list(runner.IMAGE_SIZES) if on_gpu else ["mnist", "cifar"]
+    else:
+        image_list = [name.strip() for name in images.split(",") if name.strip()]
+    unknown = sorted(set(image_list) - set(runner.IMAGE_SIZES))
+    if unknown:
+        raise click.BadParameter(
+            f"unknown image size(s) {', '.join(unknown)}; choose from "
+            f"{', '.join(runner.IMAGE_SIZES)}",
+            param_hint="--images",
+        )
+    peak = peak_gbps or runner.peak_bandwidth_gbps(target)
+
+    def progress(message: str) -> None:
+        if not quiet:
+            click.echo(f"  {message}", err=True)
+
+    rows = runner.run(
+        image_list, steps, ranks, batch_size, getattr(torch, dtype), target, peak, repeats,
+        progress,
+    )  # fmt: skip
+
+    name = torch.cuda.get_device_name(target) if on_gpu else "cpu"
+    click.echo(f"device: {name} ({target}), dtype {dtype}, batch {batch_size}")
+    if peak is not None:
+        click.echo(f"peak memory bandwidth: {peak:.0f} GB/s")
+    elif on_gpu:
+        click.echo("peak memory bandwidth: unknown (pass --peak-gbps for the % peak column)")
+    if not on_gpu:
+        click.echo("Triton kernel figures need a CUDA GPU: only the torch twins were timed here.")
+    header = (
+        f"{'op':<22} {'image':<8} {'K':>3} {'r':>4} {'MB':>8} {'torch ms':>9} {'GB/s':>7} "
+        f"{'triton ms':>9} {'GB/s':>7} {'speedup':>7} {'% peak':>6} {'max |diff|':>10}"
+    )
+    click.echo(header)
+    click.echo("-" * len(header))
+    for row in rows:
+        peak_pct = None if row.peak_fraction is None else 100 * row.peak_fraction
+        click.echo(
+            f"{row.op:<22} {row.image:<8} {_fmt(row.n_steps, 'd'):>3} {_fmt(row.rank, 'd'):>4} "
+            f"{row.bytes_moved / 1e6:>8.1f} {row.torch_ms:>9.3f} {row.torch_gbps:>7.1f} "
+            f"{_fmt(row.triton_ms, '.3f'):>9} {_fmt(row.triton_gbps, '.1f'):>7} "
+            f"{_fmt(row.speedup, '.2f'):>7} {_fmt(peak_pct, '.0f'):>6} "
+            f"{_fmt(row.max_abs_diff, '.1e'):>10}"
+        )
+    if json_path is not None:
+        report = {
+            "device": name,
+            "dtype": dtype,
+            "batch_size": batch_size,
+            "peak_gbps": peak,
+            "kernels_timed": on_gpu,
+            "rows": [dataclasses.asdict(row) for row in rows],
+        }
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        click.echo(f"wrote {json_path}")
