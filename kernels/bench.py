@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
+
 from tig_batch.kernels.ig_accumulate_project import (
     ig_accumulate_project_ref,
     ig_accumulate_project_triton,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
 from tig_batch.kernels._triton import (
     accumulator,
     check_launch,

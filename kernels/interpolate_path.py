@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from tig_batch.kernels._triton import (
     accumulator,
     check_launch,

@@ -14,13 +14,14 @@ import subprocess
 import sys
 import tempfile
 
-import tig_batch.kernels.ig_accumulate_project as ig_module
-import tig_batch.kernels.interpolate_path as path_module
-import tig_batch.kernels.tangential_step as step_module
 import triton
 import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.backends.nvidia.compiler import get_ptxas
+
+import tig_batch.kernels.ig_accumulate_project as ig_module
+import tig_batch.kernels.interpolate_path as path_module
+import tig_batch.kernels.tangential_step as step_module
 
 TARGET = GPUTarget("cuda", 90, 32)
 DIVISIBLE_BY_16 = {

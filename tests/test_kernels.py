@@ -22,12 +22,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import tig_batch.kernels.ig_accumulate_project as ig_module
-import tig_batch.kernels.interpolate_path as path_module
-import tig_batch.kernels.tangential_step as step_module
 import torch
 from conftest import SHAPE
 from test_search import _cnn_problem
+
+import tig_batch.kernels.ig_accumulate_project as ig_module
+import tig_batch.kernels.interpolate_path as path_module
+import tig_batch.kernels.tangential_step as step_module
+from tig_batch import BaselineSearch, optimal_baselines
 from tig_batch.kernels import dispatch
 from tig_batch.kernels.ig_accumulate_project import (
     ig_accumulate_project_ref,
@@ -35,8 +37,6 @@ from tig_batch.kernels.ig_accumulate_project import (
 )
 from tig_batch.kernels.interpolate_path import interpolate_path_ref, interpolate_path_triton
 from tig_batch.kernels.tangential_step import tangential_step_ref, tangential_step_triton
-
-from tig_batch import BaselineSearch, optimal_baselines
 
 B, K, R = 3, 5, 6
 IMAGE = (1, 7, 11)  # d = 77: not a multiple of the interpreter's 32-element blocks

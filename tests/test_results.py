@@ -25,7 +25,7 @@ def _result(rows: range) -> Explanations:
         attributions={"zero": attribution, "gradient": -attribution},
         alignment={"zero": base / 10, "gradient": base / 20},
         delta={"zero": base * 0}, output_gap={"zero": base + 1},
-        flags={"zero": torch.zeros(n, dtype=torch.long), "gradient": torch.ones(n, dtype=torch.long)},
+        flags={"zero": torch.zeros(n).long(), "gradient": torch.ones(n).long()},
     )  # fmt: skip
 
 
