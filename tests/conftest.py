@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
+
+# Triton fixes whether its own standard library (tl.sum, ...) is interpreted when it is first
+# imported, and torch.onnx imports it early; so on a machine without a GPU, the interpreter
+# must be on for the whole session, not switched on per test.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 SHAPE = (1, 8, 8)
 D = 64
