@@ -53,7 +53,15 @@ def log_to_stderr(quiet: bool) -> Callable[[str], None] | None:
 
 def progress_bar(total: int | None, desc: str, quiet: bool, unit: str = "img") -> tqdm:
     """A tqdm bar on stderr with throughput, disabled by ``--quiet``."""
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=sys.stderr, disable=quiet)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=True,
+        file=sys.stderr,
+        disable=quiet,
+        delay=0.5,
+    )
 
 
 def classifier_options(f: F) -> F:

@@ -236,14 +236,18 @@ def open_dataset(source: str | Path) -> DatasetInfo:
 
 
 def decode(stored: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
-    """Stored pixels to float32 in ``value_range`` (uint8 is a quantisation of the range)."""
+    """Stored pixels to float32 in ``value_range`` (uint8 is a quantisation of the range).
+
+    uint8 ``q`` decodes to ``lo + (hi - lo) * q / 255`` computed in float64 and rounded once,
+    so [0, 1] data reads back as exactly ``float32(q / 255)``.
+    """
     if stored.dtype == np.uint8:
         lo, hi = value_range
-        out = stored.astype(np.float32)
-        out *= np.float32((hi - lo) / 255.0)
+        out = stored.astype(np.float64)
+        out *= (hi - lo) / 255.0
         if lo != 0.0:
-            out += np.float32(lo)
-        return out
+            out += lo
+        return out.astype(np.float32)
     return np.asarray(stored, dtype=np.float32)
 
 

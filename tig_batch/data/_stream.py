@@ -34,7 +34,9 @@ class DatasetSummary:
 def summarize(source: str | Path | DatasetInfo) -> DatasetSummary:
     """Read the dataset once and summarise it (float64 accumulation)."""
     info = source if isinstance(source, DatasetInfo) else open_dataset(source)
-    digest = hashlib.sha256()
+    # Images and labels go to separate digests: batch boundaries follow the shards, and the
+    # hash must not.
+    image_digest, label_digest = hashlib.sha256(), hashlib.sha256()
     c = info.shape[0]
     total = np.zeros(c)
     total_sq = np.zeros(c)
@@ -45,9 +47,9 @@ def summarize(source: str | Path | DatasetInfo) -> DatasetSummary:
         total += x.sum(axis=(0, 2, 3))
         total_sq += (x * x).sum(axis=(0, 2, 3))
         lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
-        digest.update(np.ascontiguousarray(batch.images).tobytes())
+        image_digest.update(np.ascontiguousarray(batch.images, dtype="<f4").tobytes())
         if batch.labels is not None:
-            digest.update(batch.labels.astype("<i8").tobytes())
+            label_digest.update(batch.labels.astype("<i8").tobytes())
             if len(counts) < int(batch.labels.max()) + 1:
                 counts = np.pad(counts, (0, int(batch.labels.max()) + 1 - len(counts)))
             counts += np.bincount(batch.labels, minlength=len(counts))
@@ -61,7 +63,7 @@ def summarize(source: str | Path | DatasetInfo) -> DatasetSummary:
         std=tuple(float(s) for s in std),
         pixel_min=lo,
         pixel_max=hi,
-        sha256=digest.hexdigest(),
+        sha256=hashlib.sha256(image_digest.digest() + label_digest.digest()).hexdigest(),
     )
 
 
