@@ -5,14 +5,18 @@ from __future__ import annotations
 import click
 
 from tig_batch import __version__
+from tig_batch.cli._common import CONTEXT_SETTINGS, TigGroup
 from tig_batch.cli.bench import bench
+from tig_batch.cli.info import info
+from tig_batch.cli.ingest import ingest
+from tig_batch.cli.train import evaluate, train
 
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
-
-@click.group(context_settings=CONTEXT_SETTINGS)
+@click.group(cls=TigGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "-V", "--version", prog_name="tig-batch")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """Explain image classifiers at dataset scale with tangentially aligned Integrated Gradients.
 
     tig-batch chooses, per image, the IG base-point whose explanation lies in the tangent
@@ -23,6 +27,7 @@ def main() -> None:
     Example:
         tig-batch quickstart
     """
+    ctx.meta["tig_batch.debug"] = debug
 
 
 @main.command()
@@ -41,6 +46,10 @@ def quickstart() -> None:
     )
 
 
+main.add_command(ingest)
+main.add_command(info)
+main.add_command(train)
+main.add_command(evaluate)
 main.add_command(bench)
 
 if __name__ == "__main__":
