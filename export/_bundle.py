@@ -7,6 +7,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +42,8 @@ def export_bundle(
     verify_inputs: torch.Tensor | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     overwrite: bool = False,
+    torch_files: dict[str, Path] | None = None,
+    torch_models: dict[str, Any] | None = None,
 ) -> Manifest:
     """Export a classifier's gradient graph and an autoencoder's encoder and decoder-JVP graphs.
 
@@ -48,6 +51,8 @@ def export_bundle(
     only a bundle whose ONNX Runtime results match torch autograd within ``tolerance`` (max
     error relative to the largest reference value) is renamed into place. ``verify_inputs``
     are real images to check on, in addition to random ones from the value range.
+    ``torch_files`` (bundle-relative name to source file) are copied in and checksummed like
+    the graphs; ``torch_models`` tells the torch backend how to rebuild the models from them.
     """
     directory = Path(directory)
     if directory.exists() and not overwrite:
@@ -77,15 +82,20 @@ def export_bundle(
             staging, classifier, encoder, decoder, spec, len(class_names), output,
             verify_inputs, tolerance, latent.shape[1],
         )  # fmt: skip
+        for name, source in (torch_files or {}).items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, staging / name)
+        files = [CLASSIFIER, ENCODER, DECODER_JVP, *(torch_files or {})]
         manifest = Manifest(
             input=spec,
             class_names=tuple(class_names),
             explained_output=output,
             latent_dim=int(latent.shape[1]),
             opset=OPSET,
-            files={name: sha256(staging / name) for name in (CLASSIFIER, ENCODER, DECODER_JVP)},
+            files={name: sha256(staging / name) for name in files},
             versions=_versions(),
             verification=report,
+            torch_models=torch_models or {},
         )
         (staging / MANIFEST).write_text(manifest.to_json())
         read_manifest(staging)

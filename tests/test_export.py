@@ -11,7 +11,7 @@ from torch import nn
 
 import tig_batch as tig
 from tig_batch._bundle import CLASSIFIER, MANIFEST, InputSpec, read_manifest
-from tig_batch.backends._onnx import OnnxClassifier, SessionSettings, load_bundle
+from tig_batch.backends import OnnxClassifier, SessionSettings, load_bundle
 from tig_batch.errors import ModelError
 from tig_batch.export import export_bundle, gradient_graph
 from tig_batch.export._trace import save_onnx
@@ -156,7 +156,7 @@ def test_bundle_manifest_records_what_it_holds(bundle: Path) -> None:
 
 
 def test_ig_and_alignment_agree_across_backends(bundle: Path) -> None:
-    loaded = load_bundle(bundle, SessionSettings(threads=1), internal_batch_size=5)
+    loaded = load_bundle(bundle, "onnx", SessionSettings(threads=1), internal_batch_size=5)
     encoder, decoder = _autoencoder()
     images = torch.rand(5, 4, 9, 9, generator=torch.Generator().manual_seed(5))
     results = []

@@ -54,6 +54,7 @@ class Manifest:
     files: dict[str, str]  # file name -> sha256
     versions: dict[str, str] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
+    torch_models: dict[str, Any] = field(default_factory=dict)  # how the torch backend rebuilds
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -78,6 +79,7 @@ class Manifest:
             files=dict(data["files"]),
             versions=dict(data.get("versions", {})),
             verification=dict(data.get("verification", {})),
+            torch_models=dict(data.get("torch_models", {})),
             format=data["format"],
             format_version=int(data["format_version"]),
         )

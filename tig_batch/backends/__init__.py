@@ -1,4 +1,4 @@
-"""The model boundary: protocols and their torch implementation (ONNX Runtime lands beside it)."""
+"""The model boundary: protocols, their torch and ONNX Runtime implementations, bundles."""
 
 from tig_batch.backends._base import (
     Classifier,
@@ -7,14 +7,22 @@ from tig_batch.backends._base import (
     SecondOrderClassifier,
     explained_value,
 )
+from tig_batch.backends._load import BackendName, Bundle, load_bundle
+from tig_batch.backends._onnx import OnnxClassifier, OnnxManifold, SessionSettings
 from tig_batch.backends._torch import TorchClassifier, TorchManifold
 
 __all__ = [
+    "BackendName",
+    "Bundle",
     "Classifier",
     "ExplainedOutput",
     "Manifold",
+    "OnnxClassifier",
+    "OnnxManifold",
     "SecondOrderClassifier",
+    "SessionSettings",
     "TorchClassifier",
     "TorchManifold",
     "explained_value",
+    "load_bundle",
 ]

@@ -14,7 +14,6 @@ from typing import Literal
 import numpy as np
 import torch
 
-from tig_batch._bundle import CLASSIFIER, DECODER_JVP, ENCODER, Manifest, read_manifest
 from tig_batch.backends._base import ExplainedOutput
 from tig_batch.errors import ModelError
 
@@ -163,30 +162,3 @@ class OnnxManifold:
     def _decoded_shape(self) -> tuple[int, ...]:
         shape = self._jvp.session.get_outputs()[1].shape
         return tuple(int(s) for s in shape[1:])
-
-
-@dataclass(frozen=True)
-class Bundle:
-    """A loaded model bundle: its manifest and the two models behind the protocols."""
-
-    path: Path
-    manifest: Manifest
-    classifier: OnnxClassifier
-    manifold: OnnxManifold
-
-
-def load_bundle(
-    path: Path | str,
-    settings: SessionSettings = SessionSettings(),
-    internal_batch_size: int = 512,
-) -> Bundle:
-    """Check a bundle's manifest and checksums, then open its ONNX Runtime sessions."""
-    path = Path(path)
-    manifest = read_manifest(path)
-    classifier = OnnxClassifier(
-        path / CLASSIFIER, manifest.explained_output, manifest.n_classes, settings
-    )
-    manifold = OnnxManifold(
-        path / ENCODER, path / DECODER_JVP, manifest.latent_dim, settings, internal_batch_size
-    )
-    return Bundle(path, manifest, classifier, manifold)
