@@ -7,6 +7,7 @@ import click
 from tig_batch import __version__
 from tig_batch.cli._common import CONTEXT_SETTINGS, TigGroup
 from tig_batch.cli.bench import bench
+from tig_batch.cli.explain import explain
 from tig_batch.cli.export import export
 from tig_batch.cli.info import info
 from tig_batch.cli.ingest import ingest
@@ -52,6 +53,7 @@ main.add_command(info)
 main.add_command(train)
 main.add_command(evaluate)
 main.add_command(export)
+main.add_command(explain)
 main.add_command(bench)
 
 if __name__ == "__main__":

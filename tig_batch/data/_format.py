@@ -252,13 +252,18 @@ def decode(stored: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
 
 
 def iter_batches(
-    source: str | Path | DatasetInfo, batch_size: int, *, labels: bool = True
+    source: str | Path | DatasetInfo,
+    batch_size: int,
+    *,
+    labels: bool = True,
+    allow_non_finite: bool = False,
 ) -> Iterator[Batch]:
     """Yield batches of at most ``batch_size`` images across the shards, in order.
 
     A batch never spans two shards; only the requested slice is read from disk, so memory
     stays at one batch whatever the shard size. Float32 pixels are checked for NaN, Inf and
-    the value range as they are read.
+    the value range as they are read; ``allow_non_finite`` lets NaN and Inf through (for
+    callers that flag and skip such images) while still checking the finite pixels' range.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -288,19 +293,24 @@ def iter_batches(
                     ) from None
                 images = decode(stored, info.value_range)
                 if stored.dtype != np.uint8:
-                    _check_pixels(images, shard.path, start, lo, hi)
+                    _check_pixels(images, shard.path, start, lo, hi, allow_non_finite)
                 if ids.dtype.kind in "OS":
                     ids = np.array([i.decode() if isinstance(i, bytes) else str(i) for i in ids])
                 yield Batch(images=images, labels=y, ids=ids, shard=shard.path, start=start)
         offset += shard.count
 
 
-def _check_pixels(images: np.ndarray, path: Path, start: int, lo: float, hi: float) -> None:
+def _check_pixels(
+    images: np.ndarray, path: Path, start: int, lo: float, hi: float, allow_non_finite: bool
+) -> None:
     finite = np.isfinite(images)
-    if not finite.all():
+    if not finite.all() and not allow_non_finite:
         i = int(np.flatnonzero(~finite.reshape(len(images), -1).all(axis=1))[0])
-        raise DataError(f"{path}: dataset 'images' has NaN or Inf pixels in image {start + i}")
-    bad = (images < lo) | (images > hi)
+        raise DataError(
+            f"{path}: dataset 'images' has NaN or Inf pixels in image {start + i} "
+            "(explain --on-bad-image skip flags and skips such images)"
+        )
+    bad = finite & ((images < lo) | (images > hi))
     if bad.any():
         i = int(np.flatnonzero(bad.reshape(len(images), -1).any(axis=1))[0])
         raise DataError(

@@ -1,0 +1,225 @@
+"""Explain whole datasets shard by shard: HDF5 in, HDF5 out, resumable.
+
+One input shard gives one output file (``<output_dir>/<shard name>``). Every shard is a
+self-contained task, which is what lets the Dask scheduler hand shards to other machines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tig_batch._bundle import manifest_digest, sha256
+from tig_batch._results import OutputLayout, ResultWriter
+from tig_batch.backends import Bundle
+from tig_batch.data import DatasetInfo, iter_batches, open_dataset
+from tig_batch.errors import DataError
+from tig_batch.pipeline import ExplainConfig, explain
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How results are read and stored (the explanations themselves are :class:`ExplainConfig`).
+
+    ``batch_size`` images are explained and committed together: the unit of memory, of
+    progress and of crash recovery.
+    """
+
+    batch_size: int = 64
+    dtype: str = "float32"
+    compression: str | None = "gzip"
+    overwrite: bool = False
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One input shard to explain, with the dataset position of its first image (the seed key)."""
+
+    shard: Path
+    count: int
+    first_id: int
+    dataset: DatasetInfo
+
+    @property
+    def output_name(self) -> str:
+        return self.shard.name
+
+
+def plan(inputs: Sequence[str | Path]) -> list[ShardTask]:
+    """Every shard of every input, in order, each numbered from its position in its dataset.
+
+    Shards are validated up front, so a corrupt file fails before any work starts.
+    """
+    tasks: list[ShardTask] = []
+    for source in inputs:
+        dataset = open_dataset(source)
+        first = 0
+        for shard in dataset.shards:
+            tasks.append(ShardTask(shard.path, shard.count, first, dataset))
+            first += shard.count
+    names = [task.output_name for task in tasks]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise DataError(
+            f"several inputs have shards named {', '.join(clashes)}; their outputs would "
+            "overwrite each other: explain them into separate --output directories"
+        )
+    return tasks
+
+
+def check_compatible(bundle: Bundle, dataset: DatasetInfo) -> None:
+    """Refuse data the bundle's models were not made for, naming the file and the mismatch."""
+    expected = bundle.manifest.input
+    if tuple(dataset.shape) != tuple(expected.shape):
+        raise DataError(
+            f"{dataset.path}: images are {tuple(dataset.shape)} but the bundle "
+            f"{bundle.path} expects {tuple(expected.shape)}"
+        )
+    if tuple(dataset.value_range) != tuple(expected.value_range):
+        raise DataError(
+            f"{dataset.path}: value range {tuple(dataset.value_range)} differs from the "
+            f"bundle's {tuple(expected.value_range)}"
+        )
+
+
+def _job(bundle: Bundle, task: ShardTask, config: ExplainConfig, options: RunOptions) -> dict:
+    """Everything that determines an output's content; a resume must match it exactly."""
+    config = dataclasses.replace(config, value_range=tuple(task.dataset.value_range))
+    return json.loads(
+        json.dumps(
+            {
+                "config": dataclasses.asdict(config),
+                "bundle_manifest_sha256": manifest_digest(bundle.path),
+                "backend": bundle.backend,
+                "input": {
+                    "name": task.shard.name,
+                    "size": task.shard.stat().st_size,
+                    "sha256": sha256(task.shard),
+                    "first_id": task.first_id,
+                },
+                "batch_size": options.batch_size,
+                "dtype": options.dtype,
+                "compression": options.compression,
+            },
+            sort_keys=True,
+        )
+    )
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in ("tig-batch", "torch", "onnxruntime", "numpy", "h5py"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def explain_shard(
+    bundle: Bundle,
+    task: ShardTask,
+    output_dir: Path,
+    config: ExplainConfig,
+    options: RunOptions,
+    on_images: Callable[[int], None] | None = None,
+) -> Path:
+    """Explain one shard into ``output_dir``, resuming from committed chunks; the output path.
+
+    ``on_images(n)`` is called as images are done (or found done), for progress bars.
+    """
+    check_compatible(bundle, task.dataset)
+    job = _job(bundle, task, config, options)
+    config = dataclasses.replace(config, value_range=tuple(task.dataset.value_range))
+    layout = OutputLayout(
+        task.count, tuple(task.dataset.shape), config.methods, options.batch_size,
+        options.dtype, options.compression,
+    )  # fmt: skip
+    writer = ResultWriter(output_dir / task.output_name, layout, job, options.overwrite)
+    pending = set(writer.pending())
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if on_images:
+        on_images(task.count - sum(len(range(task.count)[layout.rows(c)]) for c in pending))
+    batches = iter_batches(
+        task.shard, options.batch_size, allow_non_finite=config.on_bad_image == "skip"
+    )
+    device = torch.device(options.device)
+    for chunk, batch in enumerate(batches):
+        if chunk not in pending:
+            continue
+        ids = torch.arange(task.first_id + batch.start, task.first_id + batch.start + len(batch))
+        images = torch.from_numpy(batch.images).to(device)
+        result = explain(bundle.classifier, bundle.manifold, images, batch.labels, ids, config)
+        writer.write_chunk(chunk, result, np.asarray(batch.ids))
+        if on_images:
+            on_images(len(batch))
+    writer.finish(
+        {
+            "bundle_manifest_sha256": job["bundle_manifest_sha256"],
+            "input_shard": str(task.shard.resolve()),
+            "input_size": job["input"]["size"],
+            "input_sha256": job["input"]["sha256"],
+            "versions": json.dumps(_versions()),
+            "started_at": started,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    )
+    return writer.output
+
+
+def explain_dataset(
+    bundle: Bundle,
+    inputs: Sequence[str | Path],
+    output_dir: Path,
+    config: ExplainConfig,
+    options: RunOptions,
+    on_images: Callable[[int], None] | None = None,
+) -> list[Path]:
+    """Explain every shard of ``inputs`` into ``output_dir``, skipping finished outputs.
+
+    A finished output is kept (not recomputed) when its job matches; rerunning after a crash
+    therefore completes only what is missing.
+    """
+    tasks = plan(inputs)
+    for task in tasks:
+        check_compatible(bundle, task.dataset)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(
+            f"{output_dir}: cannot create the output directory ({error.strerror})"
+        ) from None
+    outputs = []
+    for task in tasks:
+        done = finished_output(output_dir / task.output_name, _job(bundle, task, config, options))
+        if done and not options.overwrite:
+            if on_images:
+                on_images(task.count)
+            outputs.append(done)
+            continue
+        outputs.append(explain_shard(bundle, task, output_dir, config, options, on_images))
+    return outputs
+
+
+def finished_output(path: Path, job: dict[str, Any]) -> Path | None:
+    """``path`` if it is a finished output of exactly this job, else None."""
+    import h5py
+
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as file:
+            recorded = json.loads(file.attrs["job"])
+    except (OSError, KeyError, ValueError):
+        return None
+    return path if recorded == job else None
