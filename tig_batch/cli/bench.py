@@ -16,6 +16,7 @@ def bench() -> None:
     \b
     Example:
         tig-batch bench kernels --quick
+        tig-batch bench backends
     """
 
 
@@ -164,3 +165,56 @@ def kernels(
         }
         json_path.write_text(json.dumps(report, indent=2) + "\n")
         click.echo(f"wrote {json_path}")
+
+
+@bench.command()
+@click.option(
+    "--bundle", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A bundle to time (default: export the demo CNN and autoencoder to a temporary one).",
+)  # fmt: skip
+@click.option("--batch-sizes", default="64,256", callback=_int_list, show_default=True)
+@click.option("--threads", type=click.IntRange(1), help="Threads for both backends.")
+@click.option("--repeats", default=5, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the rows to this JSON file.",
+)  # fmt: skip
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+def backends(
+    bundle: Path | None,
+    batch_sizes: list[int],
+    threads: int | None,
+    repeats: int,
+    json_path: Path | None,
+    quiet: bool,
+) -> None:
+    """Gradient throughput of ONNX Runtime against torch eager, side by side.
+
+    Both run the classifier's input-gradient on the same images and targets with the same
+    thread count, timed in alternation; the ratio is ONNX over torch.
+
+    \b
+    Example:
+        tig-batch bench backends --threads 2
+    """
+    from tig_batch.bench import time_backends
+
+    def progress(message: str) -> None:
+        if not quiet:
+            click.echo(f"  {message}", err=True)
+
+    rows = time_backends(bundle, tuple(batch_sizes), threads, repeats, progress)
+    header = (
+        f"{'batch':>6} {'torch samples/s':>16} {'onnx samples/s':>15} {'ratio':>6} "
+        f"{'max |diff|':>11}"
+    )
+    click.echo(header)
+    click.echo("-" * len(header))
+    for row in rows:
+        click.echo(
+            f"{row.batch_size:>6} {row.torch_samples_per_s:>16.1f} {row.onnx_samples_per_s:>15.1f} "
+            f"{row.ratio:>6.2f} {row.max_abs_diff:>11.1e}"
+        )
+    if json_path is not None:
+        payload = [{**dataclasses.asdict(row), "ratio": row.ratio} for row in rows]
+        json_path.write_text(json.dumps(payload, indent=2) + "\n")
