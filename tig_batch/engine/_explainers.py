@@ -6,17 +6,13 @@ import torch
 
 from tig_batch.backends import Classifier
 from tig_batch.engine._baselines import seeded_noise
-from tig_batch.engine._ig import DEFAULT_INTERNAL_BATCH_SIZE, Attribution, Target, resolve_target
-
-
-def _gradients(
-    model: Classifier, inputs: torch.Tensor, target: torch.Tensor, internal_batch_size: int
-) -> torch.Tensor:
-    grads = torch.empty_like(inputs)
-    for start in range(0, inputs.shape[0], internal_batch_size):
-        chunk = slice(start, start + internal_batch_size)
-        grads[chunk] = model.logits_and_grad(inputs[chunk], target[chunk])[1]
-    return grads
+from tig_batch.engine._ig import (
+    DEFAULT_INTERNAL_BATCH_SIZE,
+    Attribution,
+    Target,
+    input_gradients,
+    resolve_target,
+)
 
 
 def gradient(
@@ -27,7 +23,7 @@ def gradient(
 ) -> Attribution:
     """``grad f_c(x)``."""
     target = resolve_target(model, inputs, target)
-    return Attribution(_gradients(model, inputs, target, internal_batch_size), target)
+    return Attribution(input_gradients(model, inputs, target, internal_batch_size), target)
 
 
 def input_x_gradient(
@@ -38,7 +34,7 @@ def input_x_gradient(
 ) -> Attribution:
     """``x * grad f_c(x)``."""
     target = resolve_target(model, inputs, target)
-    return Attribution(inputs * _gradients(model, inputs, target, internal_batch_size), target)
+    return Attribution(inputs * input_gradients(model, inputs, target, internal_batch_size), target)
 
 
 def smoothgrad(
@@ -60,8 +56,15 @@ def smoothgrad(
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     target = resolve_target(model, inputs, target)
     ids = torch.arange(inputs.shape[0]) if sample_ids is None else sample_ids.cpu()
-    noise_ids = (ids[:, None] * n_samples + torch.arange(n_samples)).flatten()
-    noisy = inputs.repeat_interleave(n_samples, dim=0)
-    noisy = noisy + sigma * seeded_noise(noisy, seed, noise_ids, "normal")
-    grads = _gradients(model, noisy, target.repeat_interleave(n_samples), internal_batch_size)
-    return Attribution(grads.view(-1, n_samples, *inputs.shape[1:]).mean(1), target)
+    group = max(1, internal_batch_size // n_samples)  # noisy copies held at once stay bounded
+    parts = []
+    for start in range(0, inputs.shape[0], group):
+        rows = slice(start, start + group)
+        noise_ids = (ids[rows, None] * n_samples + torch.arange(n_samples)).flatten()
+        noisy = inputs[rows].repeat_interleave(n_samples, dim=0)
+        noisy = noisy + sigma * seeded_noise(noisy, seed, noise_ids, "normal")
+        grads = input_gradients(
+            model, noisy, target[rows].repeat_interleave(n_samples), internal_batch_size
+        )
+        parts.append(grads.view(-1, n_samples, *inputs.shape[1:]).mean(1))
+    return Attribution(torch.cat(parts), target)

@@ -63,11 +63,19 @@ def path_gradients(
 ) -> torch.Tensor:
     """``grad f_c`` at every path point, (B*K, ...) image-major, in model calls of bounded size."""
     path = interpolate_path(inputs, baselines, nodes)
-    path_target = target.repeat_interleave(nodes.numel())
-    grads = torch.empty_like(path)
-    for start in range(0, path.shape[0], internal_batch_size):
+    return input_gradients(
+        model, path, target.repeat_interleave(nodes.numel()), internal_batch_size
+    )
+
+
+def input_gradients(
+    model: Classifier, inputs: torch.Tensor, target: torch.Tensor, internal_batch_size: int
+) -> torch.Tensor:
+    """``grad f_c`` for each input, ``internal_batch_size`` inputs per model call."""
+    grads = torch.empty_like(inputs)
+    for start in range(0, inputs.shape[0], internal_batch_size):
         chunk = slice(start, start + internal_batch_size)
-        grads[chunk] = model.logits_and_grad(path[chunk], path_target[chunk])[1]
+        grads[chunk] = model.logits_and_grad(inputs[chunk], target[chunk])[1]
     return grads
 
 
