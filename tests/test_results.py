@@ -92,3 +92,26 @@ def test_an_unwritable_directory_fails_clearly(tmp_path: Path) -> None:
     blocker.write_text("")  # a file where the output directory should be: fails even as root
     with pytest.raises(DataError, match="cannot write"):
         ResultWriter(blocker / "out.h5", LAYOUT, JOB, overwrite=False)
+
+
+def test_a_failing_write_keeps_what_was_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = tmp_path / "out.h5"
+    writer = ResultWriter(output, LAYOUT, JOB, overwrite=False)
+    _write(writer, [0])
+    committed = (writer.parts / "chunk-000000.h5").read_bytes()
+    real_file = h5py.File
+
+    def disk_full(path, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        if mode == "w":
+            raise OSError(28, "No space left on device")
+        return real_file(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", disk_full)
+    with pytest.raises(DataError, match=r"write failed.*No space left on device"):
+        _write(writer, [1])
+    monkeypatch.undo()
+    assert (writer.parts / "chunk-000000.h5").read_bytes() == committed
+    assert sorted(p.name for p in writer.parts.iterdir()) == ["chunk-000000.h5", "job.json"]
+    assert writer.pending() == [1, 2]

@@ -161,6 +161,13 @@ def _target(ctx: click.Context, param: click.Parameter, value: str) -> str | int
 )
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch and ONNX Runtime.")
 @click.option(
+    "--graph-optimization",
+    type=click.Choice(["disable", "basic", "extended", "all"]),
+    default="all",
+    show_default=True,
+    help="ONNX Runtime graph optimisation level.",
+)
+@click.option(
     "--device",
     default="cpu",
     show_default=True,
@@ -194,6 +201,7 @@ def explain(
     dtype: str,
     compression: str,
     threads: int | None,
+    graph_optimization: str,
     device: str,
     overwrite: bool,
     quiet: bool,
@@ -220,7 +228,7 @@ def explain(
 
     if threads:
         torch.set_num_threads(threads)
-    settings = SessionSettings(threads=threads, device=device)
+    settings = SessionSettings(threads, graph_optimization, device)  # type: ignore[arg-type]
     loaded = load_bundle(bundle, backend, settings, internal_batch_size)  # type: ignore[arg-type]
     sources = [
         resolve_dataset(name, "test").path if not Path(name).exists() else name for name in inputs
