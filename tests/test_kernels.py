@@ -1,7 +1,8 @@
 """The fused Triton kernels against their torch twins, and the dispatch between them.
 
-On a CPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, set per test by the
-``interpret`` fixture), which is slow: shapes stay tiny (B <= 3, K <= 5, d = 77, r <= 6) and
+On a CPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, which conftest sets
+for the whole session on machines without a GPU and the ``interpret`` fixture asks for
+explicitly), which is slow: shapes stay tiny (B <= 3, K <= 5, d = 77, r <= 6) and
 are chosen not to be multiples of the interpreter's block sizes (32 elements of d, 4 basis
 columns, 4 partial sums), so every mask and every loop boundary is crossed. bf16 is never
 tested: the interpreter computes it wrongly.
