@@ -52,7 +52,7 @@ class QuickstartSettings:
     n_images: int | None = None
     methods: tuple[str, ...] = METHODS
     n_steps: int = 16
-    search_iterations: int = 10
+    search_iterations: int = 20
     search_n_steps: int = 16
     smoothgrad_samples: int = 5
     batch_size: int = 50
@@ -67,7 +67,7 @@ class QuickstartSettings:
 
 DEFAULT = QuickstartSettings()
 FAST = QuickstartSettings(
-    classifier_epochs=1, autoencoder_epochs=1, max_steps=40, n_images=12, n_steps=8,
+    classifier_epochs=1, autoencoder_epochs=1, max_steps=20, n_images=12, n_steps=8,
     search_iterations=3, search_n_steps=8, smoothgrad_samples=3, batch_size=6, n_examples=6,
 )  # fmt: skip
 
@@ -184,7 +184,7 @@ def run_quickstart(
         seconds[step] = round(time.perf_counter() - clock, 1)
         clock = time.perf_counter()
 
-    say(f"[1/5] data: {DATASET} shards")
+    say(f"[1/6] data: {DATASET} shards")
     test = builtin_dataset(DATASET, "test")
     builtin_dataset(DATASET, "train")
     inputs = _subset(test, settings.n_images, models.parent / "inputs")
@@ -195,10 +195,10 @@ def run_quickstart(
     for step, kind in enumerate(checkpoints, start=2):
         cached = _cached_metrics(checkpoints[kind], kind)
         if cached is not None:
-            say(f"[{step}/5] {kind}: reusing {checkpoints[kind]}.pt")
+            say(f"[{step}/6] {kind}: reusing {checkpoints[kind]}.pt")
             reused.append(kind)
         else:
-            say(f"[{step}/5] {kind}: training ({_epochs(settings, kind)})")
+            say(f"[{step}/6] {kind}: training ({_epochs(settings, kind)})")
             cached = _train(kind, checkpoints[kind], settings, progress is not None, say)
             retrained = True
         metrics[kind] = cached
@@ -207,8 +207,9 @@ def run_quickstart(
     bundle = models / "bundle"
     if not retrained and _bundle_matches(bundle, checkpoints):
         reused.append("bundle")
+        say(f"[4/6] bundle: reusing {bundle}")
     else:
-        say(f"[4/5] bundle: exporting to ONNX and verifying against torch in {bundle}")
+        say(f"[4/6] bundle: exporting to ONNX and verifying against torch in {bundle}")
         export_checkpoints(
             checkpoints["autoencoder"], bundle, checkpoint=checkpoints["classifier"],
             overwrite=True,
@@ -216,7 +217,7 @@ def run_quickstart(
     lap("export")
 
     n_images = _open_dataset(inputs).count
-    say(f"[5/5] explain: {n_images} test images, {len(settings.methods)} methods")
+    say(f"[5/6] explain: {n_images} test images, {len(settings.methods)} methods")
     search = BaselineSearch(
         n_iterations=settings.search_iterations, n_steps=settings.search_n_steps,
         seed=settings.seed,
@@ -236,6 +237,7 @@ def run_quickstart(
             explain_dataset(loaded, [inputs], explained, config, options, b.update)
     lap("explain")
 
+    say(f"[6/6] report: {out / 'report'}")
     written = write_report([explained], out / "report", n_examples=settings.n_examples)
     lap("report")
     return QuickstartResult(

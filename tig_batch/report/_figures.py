@@ -57,26 +57,28 @@ def density_figure(scores: Scores, out: Path) -> Path:
     panels = [("IG with each base-point", IG_METHODS), ("Gradient explainers", GRADIENT_METHODS)]
     panels = [(title, [m for m in group if m in scores.alignment]) for title, group in panels]
     panels = [(title, group) for title, group in panels if group]
+    curves = {m: density(scores.alignment[m], grid) for _, group in panels for m in group}
+    top = max((float(c.max()) for c in curves.values()), default=0.0) or 1.0
     fig, axes = plt.subplots(
-        1, len(panels), figsize=(6.4 * len(panels), 4.4), squeeze=False, sharey=True
+        1,
+        len(panels),
+        figsize=(6.4 * len(panels), 5.0),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
     )
     for ax, (title, group) in zip(axes[0], panels, strict=True):
-        top = 0.0
         for method in group:
             mu = scores.alignment[method]
             mean = np.nanmean(mu) if np.isfinite(mu).any() else float("nan")
-            curve = density(mu, grid)
-            top = max(top, float(curve.max()))
-            ax.plot(grid, curve, lw=2, label=f"{method}  (mean {mean:.2f})")
+            ax.plot(grid, curves[method], lw=2, label=f"{method} (mean {mean:.2f})")
         ax.axvline(chance, color="black", ls="--", lw=1.4, label=f"chance sqrt(r/d) = {chance:.2f}")
         ax.set_title(title, fontsize=12)
-        ax.set(xlabel="tangential alignment mu", xlim=(0, 1))
-        ax.set_ylim(0, 1.45 * top or 1.0)  # headroom for the legend
-        ax.legend(fontsize=9, loc="upper center", ncols=2, frameon=True, framealpha=0.9)
+        ax.set(xlabel="alignment mu with the tangent space", xlim=(0, 1), ylim=(0, 1.08 * top))
+        ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=3)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("density over images")
     fig.suptitle(f"Alignment of explanations with the data manifold ({scores.n_images} images)")
-    fig.tight_layout()
     path = out / "alignment_density.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
