@@ -4,6 +4,7 @@ report; then a second run that reuses everything."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,11 @@ def test_fast_quickstart_runs_end_to_end_then_reuses_its_cache(tmp_path: Path) -
     assert f"Reused from {cache}: classifier, autoencoder, bundle." in second.stdout
     assert "training" not in second.stderr and "exporting" not in second.stderr
     assert "[4/6] bundle: reusing" in second.stderr
+
+    # another run's outputs in the same directory stay out of this run's report
+    (ours,) = (out / "explained").glob("*.h5")
+    shutil.copyfile(ours, out / "explained" / "test.h5")  # as a full run would name its output
+    third = CliRunner().invoke(main, args)
+    assert third.exit_code == 0, third.output
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["n_images"] == 12 and len(summary["files"]) == 1

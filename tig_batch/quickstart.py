@@ -12,8 +12,10 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,16 +25,16 @@ from tig_batch.data import (
     builtin_dataset,
     cache_dir,
     iter_batches,
+    open_dataset,
     write_shards,
 )
-from tig_batch.data import open_dataset as _open_dataset
 from tig_batch.errors import DataError, ModelError
 from tig_batch.pipeline import METHODS
 
 DATASET = "mnist-5k"
 Log = Callable[[str], None]
-# progress(total, description) -> a context manager whose value has update(n)
-ProgressFactory = Callable[[int, str], object]
+# progress(total, description): a context manager giving a bar with update(n), e.g. tqdm
+ProgressFactory = Callable[[int, str], AbstractContextManager[Any]]
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class QuickstartResult:
     bundle: Path
     inputs: Path
     explained: Path
+    outputs: list[Path]  # this run's explain outputs in ``explained``
     report: Path
     reused: list[str]
     metrics: dict[str, float]
@@ -123,7 +126,7 @@ def _cached_metrics(path: Path, kind: str) -> dict | None:
 
 def _subset(test: Path, n_images: int | None, directory: Path) -> Path:
     """The first ``n_images`` test images as one shard (the test shard itself for all)."""
-    info = _open_dataset(test)
+    info = open_dataset(test)
     if n_images is None or n_images >= info.count:
         return test
     path = directory / f"{DATASET}-test-first{n_images}.h5"
@@ -216,7 +219,7 @@ def run_quickstart(
         )  # fmt: skip
     lap("export")
 
-    n_images = _open_dataset(inputs).count
+    n_images = open_dataset(inputs).count
     say(f"[5/6] explain: {n_images} test images, {len(settings.methods)} methods")
     search = BaselineSearch(
         n_iterations=settings.search_iterations, n_steps=settings.search_n_steps,
@@ -229,20 +232,21 @@ def run_quickstart(
     options = RunOptions(settings.batch_size, overwrite=overwrite or retrained)
     loaded = load_bundle(bundle, "onnx")
     explained = out / "explained"
-    bar = progress(n_images, "explain") if progress else None
-    if bar is None:
-        explain_dataset(loaded, [inputs], explained, config, options)
+    if progress is None:
+        outputs = explain_dataset(loaded, [inputs], explained, config, options)
     else:
-        with bar as b:  # type: ignore[attr-defined]
-            explain_dataset(loaded, [inputs], explained, config, options, b.update)
+        with progress(n_images, "explain") as bar:
+            outputs = explain_dataset(loaded, [inputs], explained, config, options, bar.update)
     lap("explain")
 
     say(f"[6/6] report: {out / 'report'}")
-    written = write_report([explained], out / "report", n_examples=settings.n_examples)
+    # this run's outputs only: explained/ may also hold another run's (e.g. --fast's subset)
+    written = write_report(outputs, out / "report", n_examples=settings.n_examples)
     lap("report")
     return QuickstartResult(
         checkpoints={k: v.with_suffix(".pt") for k, v in checkpoints.items()}, bundle=bundle,
-        inputs=inputs, explained=explained, report=written.files["html"], reused=reused,
+        inputs=inputs, explained=explained, outputs=outputs, report=written.files["html"],
+        reused=reused,
         metrics={k: v for m in metrics.values() for k, v in m.items() if k.startswith("test_")},
         seconds=seconds,
     )  # fmt: skip
@@ -267,8 +271,3 @@ def _bundle_matches(bundle: Path, checkpoints: dict[str, Path]) -> bool:
         )
     except (ModelError, DataError, OSError, ValueError):
         return False
-
-
-def settings_dict(settings: QuickstartSettings) -> dict:
-    """The settings as plain JSON-ready values (for printing and docs)."""
-    return asdict(settings)

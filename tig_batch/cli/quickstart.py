@@ -23,7 +23,7 @@ from tig_batch.cli._common import log_to_stderr, progress_bar, quiet_option
 )  # fmt: skip
 @click.option(
     "--fast", is_flag=True,
-    help="A smoke run: a few training steps, 12 images, a short search (about a minute).",
+    help="A smoke run: a few training steps, 12 images, a short search (about 30 s).",
 )  # fmt: skip
 @click.option(
     "--n-images", type=click.IntRange(1),
@@ -40,7 +40,7 @@ def quickstart(
     Builds the mnist-5k shards, trains the classifier (10 epochs) and the autoencoder (20
     epochs, n = 16) or reuses them from --cache-dir, exports and verifies the ONNX bundle,
     explains the 1,000 test digits with all nine methods (IG n_steps 16, a base-point search
-    of 20 steps, SmoothGrad 5 samples) and writes the report. About 8 minutes on 2 CPU cores
+    of 20 steps, SmoothGrad 5 samples) and writes the report. About 6 minutes on 2 CPU cores
     the first time (docs/quickstart.md), a few seconds when everything is cached.
 
     \b
@@ -58,7 +58,7 @@ def quickstart(
         out_dir, cache, settings, overwrite=overwrite, log=log_to_stderr(quiet),
         progress=None if quiet else (lambda total, desc: progress_bar(total, desc, quiet)),
     )  # fmt: skip
-    summaries = summarize([result.explained])
+    summaries = summarize(result.outputs)
     short = [
         f"  {s.method:<11} mean mu {s.mean:.2f}   above chance {100 * s.above_chance:3.0f}%"
         + (f"   mean gap {s.mean_output_gap:.2f}" if s.mean_output_gap is not None else "")
