@@ -4,6 +4,14 @@ Installed as ``tig_batch.export``.
 """
 
 from tig_batch.export._bundle import export_bundle
+from tig_batch.export._checkpoints import export_checkpoints, verify_images
 from tig_batch.export._trace import gradient_graph, jvp_graph, unsupported_ops
 
-__all__ = ["export_bundle", "gradient_graph", "jvp_graph", "unsupported_ops"]
+__all__ = [
+    "export_bundle",
+    "export_checkpoints",
+    "gradient_graph",
+    "jvp_graph",
+    "unsupported_ops",
+    "verify_images",
+]

@@ -11,6 +11,8 @@ from tig_batch.cli.explain import explain
 from tig_batch.cli.export import export
 from tig_batch.cli.info import info
 from tig_batch.cli.ingest import ingest
+from tig_batch.cli.quickstart import quickstart
+from tig_batch.cli.report import report
 from tig_batch.cli.train import evaluate, train
 
 
@@ -32,29 +34,15 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.meta["tig_batch.debug"] = debug
 
 
-@main.command()
-def quickstart() -> None:
-    """Run the whole job on the bundled MNIST digits: train, export, explain, report.
-
-    \b
-    Example:
-        tig-batch quickstart
-    """
-    click.echo(
-        "tig-batch quickstart will build the mnist-5k shards, train a classifier and an "
-        "autoencoder, export them to ONNX, explain the test digits with every method and write "
-        "a report. This release ships the numerical engine only (see docs/api.md); the "
-        "pipeline lands with the data, export and explain commands."
-    )
-
-
 main.add_command(ingest)
 main.add_command(info)
 main.add_command(train)
 main.add_command(evaluate)
 main.add_command(export)
 main.add_command(explain)
+main.add_command(report)
 main.add_command(bench)
+main.add_command(quickstart)
 
 if __name__ == "__main__":
     main()

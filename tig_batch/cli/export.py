@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
-from tig_batch.cli._common import classifier_options, load_classifier_from_options, quiet_option
-
-
-def _verify_images(data: str | None, metadata: dict) -> Any:
-    """Up to 7 real images: from --verify-data, else the autoencoder's training data if present."""
-    import torch
-
-    from tig_batch.data import iter_batches, resolve_dataset
-
-    source = data or (metadata.get("training", {}).get("train_data") or {}).get("path")
-    if source is None or (data is None and not Path(source).exists()):
-        return None
-    batch = next(iter_batches(resolve_dataset(source, "test"), 7, labels=False))
-    return torch.from_numpy(batch.images)
+from tig_batch.cli._common import classifier_options, quiet_option
 
 
 @click.command()
@@ -71,34 +57,19 @@ def export(
         tig-batch export --checkpoint checkpoints/classifier \\
             --autoencoder checkpoints/autoencoder -o bundles/mnist
     """
-    from tig_batch._bundle import InputSpec
-    from tig_batch.export import export_bundle
-    from tig_batch.models import checkpoint_paths, load_autoencoder
+    from tig_batch.export import export_checkpoints
 
-    classifier, classifier_meta = load_classifier_from_options(checkpoint, model_spec, weights)
-    ae_model, ae_meta = load_autoencoder(autoencoder)
-    meta = classifier_meta or ae_meta
-    spec = InputSpec(
-        tuple(meta["input"]["shape"]), tuple(meta["input"]["value_range"]),
-        (classifier_meta or {}).get("input", {}).get("normalization"),
-    )  # fmt: skip
-    ae_weights, ae_json, _ = checkpoint_paths(autoencoder)
-    files = {"torch/autoencoder.pt": ae_weights, "torch/autoencoder.json": ae_json}
-    recipe: dict[str, Any] = {"autoencoder": {"checkpoint": "torch/autoencoder.json"}}
-    if checkpoint is not None:
-        clf_weights, clf_json, _ = checkpoint_paths(checkpoint)
-        files |= {"torch/classifier.pt": clf_weights, "torch/classifier.json": clf_json}
-        recipe["classifier"] = {"checkpoint": "torch/classifier.json"}
-    else:
-        recipe["classifier"] = {"factory": model_spec, "weights": weights and "torch/classifier.pt"}
-        if weights is not None:
-            files["torch/classifier.pt"] = weights
+    if (checkpoint is None) == (model_spec is None):
+        raise click.UsageError("give exactly one of --checkpoint or --model MODULE:FACTORY")
+    if weights is not None and model_spec is None:
+        raise click.UsageError("--weights goes with --model")
     if not quiet:
         click.echo(f"Tracing and exporting to {directory} ...", err=True)
-    manifest = export_bundle(
-        classifier, ae_model.encoder, ae_model.decoder, directory, spec, meta["class_names"],
-        explained, _verify_images(verify_data, ae_meta), tolerance, overwrite, files, recipe,
+    manifest = export_checkpoints(
+        autoencoder, directory, checkpoint=checkpoint, model_spec=model_spec, weights=weights,
+        output=explained, verify_data=verify_data, tolerance=tolerance, overwrite=overwrite,  # type: ignore[arg-type]
     )  # fmt: skip
+    spec = manifest.input
     errors = manifest.verification["max_relative_error"]
     click.echo(
         f"Wrote {directory}: {spec.shape} inputs, {manifest.n_classes} classes, latent "

@@ -1,0 +1,42 @@
+"""Tables and figures from explain outputs: what a person looks at.
+
+Reads the HDF5 files ``tig-batch explain`` writes (a file, or a directory of them), and writes
+a summary table (Markdown and JSON), the density of the alignment ``mu`` per method against the
+chance level, example heat maps, and one self-contained HTML page holding all of them.
+"""
+
+from tig_batch.report._examples import ExampleRef, load_examples, select_examples
+from tig_batch.report._figures import Example, density, density_figure, examples_figure
+from tig_batch.report._page import DEFAULT_EXAMPLES, Report, html_page, write_report
+from tig_batch.report._summary import (
+    MethodSummary,
+    Scores,
+    markdown_table,
+    read_scores,
+    result_files,
+    summarize,
+    summarize_scores,
+    write_summary,
+)
+
+__all__ = [
+    "DEFAULT_EXAMPLES",
+    "Example",
+    "ExampleRef",
+    "MethodSummary",
+    "Report",
+    "Scores",
+    "density",
+    "density_figure",
+    "examples_figure",
+    "html_page",
+    "load_examples",
+    "markdown_table",
+    "read_scores",
+    "result_files",
+    "select_examples",
+    "summarize",
+    "summarize_scores",
+    "write_report",
+    "write_summary",
+]

@@ -1,0 +1,148 @@
+"""The report's figures: the density of mu per method, and example heat maps.
+
+matplotlib runs on its Agg backend (files only, no display); it is imported when a figure is
+drawn, so reading and summarising results never pays for it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tig_batch.pipeline import GRADIENT_METHODS, IG_METHODS
+from tig_batch.report._summary import Scores
+
+HEATMAP = "RdBu_r"  # diverging: red positive, blue negative, white zero
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def density(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Gaussian kernel density (Scott's bandwidth) of the finite ``values`` on ``grid``.
+
+    Mass that the kernels put below 0 or above 1 is reflected back, since mu lies in [0, 1]:
+    without it a method whose mu crowds against 1 would look as if it faded out before 1.
+    """
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        return np.zeros_like(grid)
+    bandwidth = max(values.std(ddof=1) * values.size ** (-1 / 5), 1e-3)
+    total = np.zeros_like(grid)
+    for centres in (values, -values, 2 - values):
+        z = (grid[:, None] - centres[None, :]) / bandwidth
+        total += np.exp(-0.5 * z**2).sum(1)
+    return total / (values.size * bandwidth * np.sqrt(2 * np.pi))
+
+
+def density_figure(scores: Scores, out: Path) -> Path:
+    """``alignment_density.png``: density of mu per method, chance level as a dashed line.
+
+    Base-points (IG) on the left, gradient explainers on the right, as in the paper's Figure 1.
+    """
+    plt = _pyplot()
+    chance = scores.chance_level
+    grid = np.linspace(0, 1, 401)
+    panels = [("IG with each base-point", IG_METHODS), ("Gradient explainers", GRADIENT_METHODS)]
+    panels = [(title, [m for m in group if m in scores.alignment]) for title, group in panels]
+    panels = [(title, group) for title, group in panels if group]
+    curves = {m: density(scores.alignment[m], grid) for _, group in panels for m in group}
+    top = max((float(c.max()) for c in curves.values()), default=0.0) or 1.0
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(6.4 * len(panels), 5.0),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
+    )
+    for ax, (title, group) in zip(axes[0], panels, strict=True):
+        for method in group:
+            mu = scores.alignment[method]
+            mean = np.nanmean(mu) if np.isfinite(mu).any() else float("nan")
+            ax.plot(grid, curves[method], lw=2, label=f"{method} (mean {mean:.2f})")
+        ax.axvline(chance, color="black", ls="--", lw=1.4, label=f"chance sqrt(r/d) = {chance:.2f}")
+        ax.set_title(title, fontsize=12)
+        ax.set(xlabel="alignment mu with the tangent space", xlim=(0, 1), ylim=(0, 1.08 * top))
+        ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=3)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("density over images")
+    fig.suptitle(f"Alignment of explanations with the data manifold ({scores.n_images} images)")
+    path = out / "alignment_density.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+@dataclass(frozen=True)
+class Example:
+    """One image to show: the image (C, H, W) in ``value_range`` or None when its input shard
+    is gone, and each method's attribution (C, H, W) and mu."""
+
+    label: str
+    image: np.ndarray | None
+    value_range: tuple[float, float]
+    attributions: dict[str, np.ndarray]
+    alignment: dict[str, float]
+
+
+def _image_rgb(image: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    lo, hi = value_range
+    scaled = np.clip((np.transpose(image, (1, 2, 0)) - lo) / (hi - lo), 0, 1)
+    return scaled[..., 0] if scaled.shape[2] == 1 else scaled[..., :3]
+
+
+def examples_figure(examples: Sequence[Example], out: Path) -> Path:
+    """``examples.png``: each image beside every method's attribution as a signed heat map.
+
+    Channels are summed; the colour scale is symmetric about zero and shared by all methods of
+    one image (the colour bar on the right of each row), so their magnitudes compare at a glance.
+    """
+    if not examples:
+        raise ValueError("no examples to draw")
+    plt = _pyplot()
+    methods = list(examples[0].attributions)
+    n_cols = len(methods) + 1
+    fig, axes = plt.subplots(
+        len(examples), n_cols, figsize=(1.65 * n_cols + 0.6, 1.95 * len(examples)),
+        squeeze=False, layout="constrained",
+    )  # fmt: skip
+    for row, example in zip(axes, examples, strict=True):
+        maps = {m: example.attributions[m].sum(0) for m in methods}
+        finite = [np.abs(v[np.isfinite(v)]) for v in maps.values()]
+        scale = max((float(f.max()) for f in finite if f.size), default=0.0) or 1.0
+        if example.image is not None:
+            picture = _image_rgb(example.image, example.value_range)
+            row[0].imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
+        else:
+            row[0].text(0.5, 0.5, "input shard\nnot found", ha="center", va="center", fontsize=8)
+        row[0].set_title(example.label, fontsize=8)
+        for ax, method in zip(row[1:], methods, strict=True):
+            shown = ax.imshow(maps[method], cmap=HEATMAP, vmin=-scale, vmax=scale)
+            mu = example.alignment[method]
+            ax.set_title(f"{method}\nmu {'n/a' if math.isnan(mu) else f'{mu:.2f}'}", fontsize=8)
+        bar = fig.colorbar(shown, ax=row[-1], fraction=0.08, pad=0.03, ticks=[-scale, 0, scale])
+        bar.ax.set_yticklabels([f"-{scale:.2g}", "0", f"{scale:.2g}"], fontsize=7)
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(
+        "Attributions (channels summed; red positive, blue negative; one symmetric colour scale "
+        "per row, shared by its methods)",
+        fontsize=9,
+    )
+    path = out / "examples.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,140 @@
+"""The whole report: table, figures and one self-contained HTML page, from explain outputs."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tig_batch.errors import DataError
+from tig_batch.report._examples import load_examples, select_examples
+from tig_batch.report._figures import density_figure, examples_figure
+from tig_batch.report._summary import (
+    TABLE_HEADER,
+    MethodSummary,
+    open_output,
+    read_scores,
+    summarize_scores,
+    table_rows,
+    write_summary,
+)
+
+DEFAULT_EXAMPLES = 10
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`write_report` wrote, and the numbers in it."""
+
+    out_dir: Path
+    summaries: list[MethodSummary]
+    chance_level: float
+    n_images: int
+    files: dict[str, Path]  # "html", "markdown", "json", "density", "examples"
+    notes: list[str]  # what could not be shown, e.g. an input shard that is gone
+
+
+def _settings(path: Path) -> dict[str, object]:
+    """The explain settings a reader needs to interpret the numbers, from the output's job."""
+    with open_output(path) as file:
+        job = json.loads(file.attrs.get("job", "{}"))
+    config, search = job.get("config", {}), job.get("config", {}).get("search", {})
+    return {
+        "backend": job.get("backend"),
+        "target": config.get("target"),
+        "IG rule": config.get("method"),
+        "n_steps": config.get("n_steps"),
+        "search iterations": search.get("n_iterations"),
+        "search n_steps": search.get("n_steps"),
+        "search lr": search.get("lr"),
+        "smoothgrad samples": config.get("smoothgrad_samples"),
+        "bundle manifest sha256": (job.get("bundle_manifest_sha256") or "")[:12],
+    }
+
+
+def html_page(
+    summaries: Sequence[MethodSummary],
+    figures: Sequence[Path],
+    out: Path,
+    chance: float,
+    details: dict[str, object] | None = None,
+    notes: Sequence[str] = (),
+) -> Path:
+    """``report.html``: the table and the figures in one file (images inlined as data URIs)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in TABLE_HEADER)
+    cells = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in table_rows(summaries)
+    )
+    titles = {"alignment_density": "Density of mu per method", "examples": "Examples"}
+    images = "".join(
+        f"<h2>{html.escape(titles.get(p.stem, p.stem))}</h2><img alt={html.escape(p.name)!r} "
+        f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+        for p in figures
+    )
+    facts = "".join(
+        f"<li>{html.escape(str(key))}: {html.escape(str(value))}</li>"
+        for key, value in (details or {}).items()
+        if value not in (None, "")
+    )
+    warnings = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>tig-batch report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
+img{{max-width:100%}}.note{{color:#a40}}</style>
+</head><body><h1>Tangential alignment of explanations</h1>
+<p>mu = ||U<sup>T</sup>v|| / ||v||: the share of an explanation v in the tangent space of the
+data manifold. A random direction scores about the chance level sqrt(r/d) = {chance:.3f}.
+Read mu together with the output gap f<sub>c</sub>(x) - f<sub>c</sub>(a) (mean gap): alignment
+bought by collapsing the gap explains nothing. Mean abs delta is IG's completeness error.</p>
+<table><tr>{head}</tr>{cells}</table>
+<ul>{facts}</ul>{f'<ul class="note">{warnings}</ul>' if warnings else ""}{images}
+</body></html>
+"""
+    path = out / "report.html"
+    path.write_text(page)
+    return path
+
+
+def write_report(
+    paths: Sequence[Path | str],
+    out_dir: Path | str,
+    ids: Sequence[str] | None = None,
+    n_examples: int = DEFAULT_EXAMPLES,
+) -> Report:
+    """Summarise explain outputs (files or directories) and write the report into ``out_dir``.
+
+    Writes ``summary.md``, ``summary.json``, ``alignment_density.png``, ``examples.png`` (the
+    images with ``ids``, else ``n_examples`` spread over the target classes) and
+    ``report.html``, which holds the table and both figures in one file.
+    """
+    out = Path(out_dir)
+    scores = read_scores(paths)
+    summaries = summarize_scores(scores)
+    chance = scores.chance_level
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"{out}: cannot create the report directory ({error.strerror})") from None
+    details: dict[str, object] = {
+        "explain outputs": len(scores.files),
+        "images": scores.n_images,
+        **_settings(scores.files[0]),
+    }
+    written = {"density": density_figure(scores, out)}
+    notes: list[str] = []
+    refs = select_examples(scores.files, ids, n_examples) if n_examples or ids else []
+    if refs:
+        examples, notes = load_examples(refs)
+        written["examples"] = examples_figure(examples, out)
+    written["markdown"], written["json"] = write_summary(
+        summaries, out, chance,
+        {"files": [str(p) for p in scores.files], "n_images": scores.n_images, "notes": notes},
+    )  # fmt: skip
+    figures = [written[k] for k in ("density", "examples") if k in written]
+    written["html"] = html_page(summaries, figures, out, chance, details, notes)
+    return Report(out, summaries, chance, scores.n_images, written, notes)

@@ -1,0 +1,241 @@
+"""Read explain outputs and summarise them per method: the numbers behind every report.
+
+An explain output is one HDF5 file per input shard (``docs/format.md``). These functions read
+only the per-image scores (alignment, chance level, deltas, gaps, flags), never the
+attributions, so summarising a whole dataset costs a few floats per image.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from tig_batch.errors import DataError
+from tig_batch.pipeline import IG_METHODS, METHODS
+
+OUTPUT_FORMAT = "tig-batch-explanations"
+SHARD_FORMAT = "tig-batch-shards"
+
+
+@dataclass(frozen=True)
+class MethodSummary:
+    """How one method's explanations align with the tangent space, over all images read.
+
+    Statistics of ``mu`` are over the images whose ``mu`` is finite (``count``); a zero
+    explanation or a skipped image has NaN there and is left out, and counted in ``flagged``.
+    """
+
+    method: str
+    count: int
+    mean: float
+    median: float
+    p10: float
+    p90: float
+    above_chance: float  # share of the counted images whose mu exceeds their chance sqrt(r/d)
+    mean_abs_delta: float | None  # IG methods: mean |convergence delta|
+    mean_output_gap: float | None  # IG methods: mean f_c(x) - f_c(a)
+    flagged: int  # images with any flag set
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The per-image scores of every file read, concatenated method by method.
+
+    Each method keeps its own ``chance`` column, so files that ran different methods mix
+    correctly.
+    """
+
+    files: tuple[Path, ...]
+    n_images: int
+    chance: dict[str, np.ndarray]
+    alignment: dict[str, np.ndarray]
+    delta: dict[str, np.ndarray]
+    gap: dict[str, np.ndarray]
+    flags: dict[str, np.ndarray]
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.alignment)
+
+    @property
+    def chance_level(self) -> float:
+        """The mean chance level over all images read (one number for tables and figures)."""
+        columns = [c for c in self.chance.values() if c.size]
+        return float(np.nanmean(np.concatenate(columns))) if columns else float("nan")
+
+
+def result_files(paths: Sequence[Path | str]) -> list[Path]:
+    """The explain outputs among ``paths``: files as given, directories' ``*.h5`` sorted."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(sorted(p for p in path.glob("*.h5") if p.is_file()))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"{path}: no such file or directory")
+    if not files:
+        raise DataError(
+            f"no explain outputs (*.h5) in {', '.join(map(str, paths)) or 'the arguments'}; "
+            "give the files or the directory that `tig-batch explain -o DIR` wrote"
+        )
+    return files
+
+
+def open_output(path: Path) -> h5py.File:
+    """Open an explain output for reading, refusing anything else with a hint."""
+    try:
+        file = h5py.File(path, "r")
+    except OSError as error:
+        raise DataError(f"{path}: not a readable HDF5 file ({_first_line(error)})") from None
+    found = file.attrs.get("format", "")
+    found = found.decode() if isinstance(found, bytes) else str(found)
+    if found != OUTPUT_FORMAT:
+        file.close()
+        hint = (
+            "it is an input shard; explain it first with `tig-batch explain`"
+            if found == SHARD_FORMAT
+            else "give the files that `tig-batch explain -o DIR` wrote"
+        )
+        raise DataError(
+            f"{path}: not a tig-batch explain output (format={found!r}, expected "
+            f"{OUTPUT_FORMAT!r}); {hint}"
+        )
+    return file
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def read_scores(paths: Sequence[Path | str]) -> Scores:
+    """Every file's per-image scores (files in the order :func:`result_files` gives)."""
+    files = result_files(paths)
+    columns: dict[str, dict[str, list[np.ndarray]]] = {
+        key: {} for key in ("chance", "alignment", "delta", "gap", "flags")
+    }
+    n_images = 0
+    for path in files:
+        with open_output(path) as file:
+            try:
+                chance = file["chance_level"][:]
+                n_images += len(chance)
+                for method in [m for m in METHODS if f"alignment/{m}" in file]:
+                    parts = {
+                        "chance": chance,
+                        "alignment": file[f"alignment/{method}"][:],
+                        "flags": file[f"flags/{method}"][:],
+                    }
+                    if method in IG_METHODS:
+                        parts["delta"] = file[f"delta/{method}"][:]
+                        parts["gap"] = file[f"output_gap/{method}"][:]
+                    for key, value in parts.items():
+                        columns[key].setdefault(method, []).append(value)
+            except (KeyError, OSError) as error:
+                raise DataError(f"{path}: incomplete explain output ({error})") from None
+
+    def join(key: str) -> dict[str, np.ndarray]:
+        return {m: np.concatenate(parts).astype(np.float64) for m, parts in columns[key].items()}
+
+    return Scores(
+        tuple(files), n_images, join("chance"), join("alignment"), join("delta"), join("gap"),
+        join("flags"),
+    )  # fmt: skip
+
+
+def summarize_scores(scores: Scores) -> list[MethodSummary]:
+    """One :class:`MethodSummary` per method present, in the canonical method order."""
+    summaries = []
+    for method, mu in scores.alignment.items():
+        valid = np.isfinite(mu)
+        values = mu[valid]
+        if values.size:
+            p10, median, p90 = (float(q) for q in np.percentile(values, [10, 50, 90]))
+            mean = float(values.mean())
+            above = float((values > scores.chance[method][valid]).mean())
+        else:
+            p10 = median = p90 = mean = above = float("nan")
+        summaries.append(
+            MethodSummary(
+                method=method, count=int(valid.sum()), mean=mean, median=median, p10=p10,
+                p90=p90, above_chance=above,
+                mean_abs_delta=_finite_mean(np.abs(scores.delta[method]))
+                if method in scores.delta else None,
+                mean_output_gap=_finite_mean(scores.gap[method]) if method in scores.gap else None,
+                flagged=int((scores.flags[method] != 0).sum()),
+            )
+        )  # fmt: skip
+    return summaries
+
+
+def summarize(paths: Sequence[Path | str]) -> list[MethodSummary]:
+    """Read explain outputs (files or directories) and summarise every method in them."""
+    return summarize_scores(read_scores(paths))
+
+
+def _finite_mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def _fmt(value: float | None, percent: bool = False) -> str:
+    if value is None:
+        return ""
+    if math.isnan(value):
+        return "n/a"
+    return f"{100 * value:.0f}%" if percent else f"{value:.3f}"
+
+
+TABLE_HEADER = (
+    "method", "n", "mean mu", "median", "p10", "p90", "above chance", "mean gap",
+    "mean abs delta", "flagged",
+)  # fmt: skip
+
+
+def table_rows(summaries: Sequence[MethodSummary]) -> list[list[str]]:
+    """The table's cells as text, one row per method (shared by Markdown and HTML)."""
+    return [
+        [
+            s.method, str(s.count), _fmt(s.mean), _fmt(s.median), _fmt(s.p10), _fmt(s.p90),
+            _fmt(s.above_chance, percent=True), _fmt(s.mean_output_gap),
+            _fmt(s.mean_abs_delta), str(s.flagged),
+        ]
+        for s in summaries
+    ]  # fmt: skip
+
+
+def markdown_table(summaries: Sequence[MethodSummary], chance: float | None = None) -> str:
+    """The summary as a Markdown table (mu together with the output gap, as it must be read)."""
+    header = "| " + " | ".join(TABLE_HEADER) + " |\n|---|" + "---:|" * (len(TABLE_HEADER) - 1)
+    rows = "".join("| " + " | ".join(row) + " |\n" for row in table_rows(summaries))
+    note = "" if chance is None else f"\nChance level sqrt(r/d): {chance:.3f} (mean over images).\n"
+    return header + "\n" + rows + note
+
+
+def _json_safe(value: object) -> object:
+    """NaN becomes null: JSON has no NaN, and strict readers refuse it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_summary(
+    summaries: Sequence[MethodSummary], out: Path, chance: float, extra: dict | None = None
+) -> tuple[Path, Path]:
+    """``summary.md`` and ``summary.json`` (``extra``: more top-level JSON fields)."""
+    markdown = out / "summary.md"
+    markdown.write_text(markdown_table(summaries, chance))
+    data = {**(extra or {}), "chance_level": chance, "methods": [asdict(s) for s in summaries]}
+    path = out / "summary.json"
+    path.write_text(json.dumps(_json_safe(data), indent=2) + "\n")
+    return markdown, path
