@@ -242,7 +242,7 @@ _BUNDLES: dict[BundleRef, Bundle] = {}
 _BUNDLES_LOCK = threading.Lock()
 
 
-def worker_bundle(ref: BundleRef) -> Bundle:
+def _worker_bundle(ref: BundleRef) -> Bundle:
     """The bundle ``ref`` names, opened once per process and reused by every later task.
 
     Only the last bundle is kept. Raises :class:`ModelError` if the bundle on this worker is
@@ -285,4 +285,4 @@ def _worker_task(
         done += n
         worker.log_event(topic, (index, done))
 
-    return run_task(worker_bundle(ref), task, output_dir, config, options, report)
+    return run_task(_worker_bundle(ref), task, output_dir, config, options, report)
