@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tig_batch._bundle import manifest_digest, sha256
+from tig_batch._bundle import InputSpec, manifest_digest, sha256
 from tig_batch._results import OutputLayout, ResultWriter
 from tig_batch.backends import Bundle
 from tig_batch.data import DatasetInfo, iter_batches, open_dataset
@@ -79,11 +79,15 @@ def plan(inputs: Sequence[str | Path]) -> list[ShardTask]:
 
 def check_compatible(bundle: Bundle, dataset: DatasetInfo) -> None:
     """Refuse data the bundle's models were not made for, naming the file and the mismatch."""
-    expected = bundle.manifest.input
+    check_input(bundle.manifest.input, bundle.path, dataset)
+
+
+def check_input(expected: InputSpec, bundle_path: Path, dataset: DatasetInfo) -> None:
+    """:func:`check_compatible` from a bundle's manifest alone (no models loaded)."""
     if tuple(dataset.shape) != tuple(expected.shape):
         raise DataError(
             f"{dataset.path}: images are {tuple(dataset.shape)} but the bundle "
-            f"{bundle.path} expects {tuple(expected.shape)}"
+            f"{bundle_path} expects {tuple(expected.shape)}"
         )
     if tuple(dataset.value_range) != tuple(expected.value_range):
         raise DataError(
@@ -193,22 +197,38 @@ def explain_dataset(
     tasks = plan(inputs)
     for task in tasks:
         check_compatible(bundle, task.dataset)
+    make_output_dir(output_dir)
+    return [run_task(bundle, task, output_dir, config, options, on_images) for task in tasks]
+
+
+def make_output_dir(output_dir: Path) -> None:
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataError(
             f"{output_dir}: cannot create the output directory ({error.strerror})"
         ) from None
-    outputs = []
-    for task in tasks:
-        done = finished_output(output_dir / task.output_name, _job(bundle, task, config, options))
-        if done and not options.overwrite:
-            if on_images:
-                on_images(task.count)
-            outputs.append(done)
-            continue
-        outputs.append(explain_shard(bundle, task, output_dir, config, options, on_images))
-    return outputs
+
+
+def run_task(
+    bundle: Bundle,
+    task: ShardTask,
+    output_dir: Path,
+    config: ExplainConfig,
+    options: RunOptions,
+    on_images: Callable[[int], None] | None = None,
+) -> Path:
+    """One scheduled task: keep a finished output of this same job, else :func:`explain_shard`.
+
+    What every scheduler runs per shard (the local loop, a Dask worker), so a rerun after a
+    crash completes only what is missing, whichever scheduler ran before.
+    """
+    done = finished_output(output_dir / task.output_name, _job(bundle, task, config, options))
+    if done and not options.overwrite:
+        if on_images:
+            on_images(task.count)
+        return done
+    return explain_shard(bundle, task, output_dir, config, options, on_images)
 
 
 def finished_output(path: Path, job: dict[str, Any]) -> Path | None:

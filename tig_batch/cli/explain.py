@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from tig_batch.cli._common import progress_bar, quiet_option
+from tig_batch.cli._common import UserError, progress_bar, quiet_option
 from tig_batch.pipeline import METHODS
+
+if TYPE_CHECKING:
+    from tig_batch.backends import SessionSettings
+    from tig_batch.pipeline import ExplainConfig
+    from tig_batch.runner import RunOptions
 
 
 def _methods(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -174,6 +181,25 @@ def _target(ctx: click.Context, param: click.Parameter, value: str) -> str | int
     help="cpu, or cuda[:N] (Triton kernels and the ONNX CUDA provider).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace outputs made with another configuration.")
+@click.option(
+    "--scheduler",
+    type=click.Choice(["local", "dask"]),
+    default="local",
+    show_default=True,
+    help="Shard by shard in this process, or one Dask task per shard (pip install "
+    "'tig-batch[dask]').",
+)
+@click.option(
+    "--dask-address",
+    metavar="tcp://HOST:PORT",
+    help="With --scheduler dask: a running Dask scheduler (workers must see the same paths).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    help="With --scheduler dask: start a local cluster of N worker processes instead "
+    "(--threads then defaults to cores/N).",
+)
 @quiet_option
 def explain(
     bundle: Path,
@@ -204,6 +230,9 @@ def explain(
     graph_optimization: str,
     device: str,
     overwrite: bool,
+    scheduler: str,
+    dask_address: str | None,
+    workers: int | None,
     quiet: bool,
 ) -> None:
     """Explain every image of INPUT... (shard files, directories or built-in names) with BUNDLE.
@@ -213,9 +242,14 @@ def explain(
     tangent ranks, chance levels and flags. Work is committed batch by batch: rerun the same
     command after a crash and it resumes where it stopped.
 
+    With --scheduler dask every shard is a task on a Dask cluster (--workers N starts one on
+    this machine, --dask-address joins a running one); shards that fail are listed, the
+    others are kept, and a rerun completes the rest.
+
     \b
     Example:
         tig-batch explain bundles/mnist mnist-5k -o explained --methods tangential,zero,gradient
+        tig-batch explain bundles/mnist mnist-5k -o explained --scheduler dask --workers 4
     """
     import torch
 
@@ -226,10 +260,15 @@ def explain(
     from tig_batch.report import markdown_table, summarize
     from tig_batch.runner import RunOptions, explain_dataset, plan
 
+    if scheduler == "local" and (dask_address or workers):
+        raise click.UsageError("--dask-address and --workers go with --scheduler dask")
+    if scheduler == "dask" and (dask_address is None) == (workers is None):
+        raise click.UsageError("--scheduler dask needs --dask-address or --workers (one of them)")
+    if scheduler == "dask" and workers and not threads:
+        threads = max(1, (os.cpu_count() or 1) // workers)
     if threads:
         torch.set_num_threads(threads)
     settings = SessionSettings(threads, graph_optimization, device)  # type: ignore[arg-type]
-    loaded = load_bundle(bundle, backend, settings, internal_batch_size)  # type: ignore[arg-type]
     sources = [
         resolve_dataset(name, "test").path if not Path(name).exists() else name for name in inputs
     ]
@@ -247,8 +286,52 @@ def explain(
         batch_size, dtype, None if compression == "none" else compression, overwrite, device
     )
     total = sum(task.count for task in plan(sources))
-    with progress_bar(total, "explain", quiet) as bar:
-        outputs = explain_dataset(loaded, sources, output_dir, config, options, bar.update)
+    if scheduler == "dask":
+        outputs = _explain_with_dask(
+            bundle, sources, output_dir, config, options, backend, settings,
+            internal_batch_size, dask_address, workers, total, quiet,
+        )  # fmt: skip
+    else:
+        loaded = load_bundle(bundle, backend, settings, internal_batch_size)  # type: ignore[arg-type]
+        with progress_bar(total, "explain", quiet) as bar:
+            outputs = explain_dataset(loaded, sources, output_dir, config, options, bar.update)
     click.echo(f"Wrote {len(outputs)} file(s) to {output_dir}.")
     if not quiet:
         click.echo(markdown_table(summarize(outputs)), err=True)
+
+
+def _explain_with_dask(
+    bundle: Path,
+    sources: list,
+    output_dir: Path,
+    config: ExplainConfig,
+    options: RunOptions,
+    backend: str,
+    settings: SessionSettings,
+    internal_batch_size: int,
+    address: str | None,
+    workers: int | None,
+    total: int,
+    quiet: bool,
+) -> list[Path]:
+    """Run on Dask; failed shards are listed one per line on stderr before the error."""
+    from tig_batch.distributed import ShardsFailedError, explain_dataset_dask
+
+    try:
+        with progress_bar(total, "explain", quiet) as bar:
+            return explain_dataset_dask(
+                bundle, sources, output_dir, config, options, backend=backend,  # type: ignore[arg-type]
+                settings=settings, internal_batch_size=internal_batch_size, address=address,
+                n_workers=workers, on_images=bar.update,
+            )  # fmt: skip
+    except ShardsFailedError as failed:
+        debug = click.get_current_context().find_root().meta.get("tig_batch.debug")
+        for failure in failed.failures:
+            click.echo(f"failed: {failure.shard}: {failure.error}", err=True)
+            if debug and failure.traceback:
+                click.echo(failure.traceback, err=True)
+        raise UserError(
+            f"{len(failed.failures)} of {len(failed.failures) + len(failed.outputs)} shard(s) "
+            f"failed; the {len(failed.outputs)} finished output(s) are kept in {output_dir}: "
+            "rerun the same command to complete the rest"
+        ) from None
