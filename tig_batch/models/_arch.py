@@ -42,6 +42,20 @@ class Normalize(nn.Module):
         return (x - self.mean) * self.inv_std
 
 
+def _conv_pool_stack(channels: int) -> list[nn.Module]:
+    """conv32-BN-ReLU-pool, conv64-BN-ReLU-pool: the feature stack the classifier and the
+    encoder share (a quarter of the height and width, 64 channels)."""
+    layers: list[nn.Module] = []
+    for c_in, c_out in ((channels, 32), (32, 64)):
+        layers += [
+            nn.Conv2d(c_in, c_out, 3, padding=1),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=False),
+            nn.MaxPool2d(2),
+        ]
+    return layers
+
+
 class SmallCNN(nn.Module):
     """conv32-pool-conv64-pool-fc128-fc(classes), with BatchNorm and dropout.
 
@@ -62,16 +76,7 @@ class SmallCNN(nn.Module):
         if num_classes < 2:
             raise ModelError(f"SmallCNN needs at least 2 classes, got {num_classes}")
         self.normalize = Normalize(mean or [0.0] * c, std or [1.0] * c)
-        self.features = nn.Sequential(
-            nn.Conv2d(c, 32, 3, padding=1),
-            nn.BatchNorm2d(32),
-            nn.ReLU(inplace=False),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1),
-            nn.BatchNorm2d(64),
-            nn.ReLU(inplace=False),
-            nn.MaxPool2d(2),
-        )
+        self.features = nn.Sequential(*_conv_pool_stack(c))
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(dropout),
@@ -102,16 +107,7 @@ class ConvAutoencoder(nn.Module):
             raise ModelError(f"ConvAutoencoder latent size n must be >= 1, got {latent_dim}")
         flat = 64 * (h // 4) * (w // 4)
         self.encoder = nn.Sequential(
-            nn.Conv2d(c, 32, 3, padding=1),
-            nn.BatchNorm2d(32),
-            nn.ReLU(inplace=False),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1),
-            nn.BatchNorm2d(64),
-            nn.ReLU(inplace=False),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(flat, latent_dim),
+            *_conv_pool_stack(c), nn.Flatten(), nn.Linear(flat, latent_dim)
         )
         self.decoder = nn.Sequential(
             nn.Linear(latent_dim, flat),
