@@ -148,10 +148,10 @@ def _datasets(file: h5py.File) -> list[str]:
 def _arm_kill(marker: str) -> None:
     """On a worker: SIGKILL this process as it starts its second batch, once over the cluster
     (the first worker to create ``marker``), so one shard dies with a committed batch."""
-    import tig_batch.runner as runner
+    import tig_batch.pipeline as pipeline  # explain_batches calls pipeline.explain per batch
 
-    original = getattr(runner, "_test_original_explain", runner.explain)
-    runner._test_original_explain = original  # type: ignore[attr-defined]
+    original = getattr(pipeline, "_test_original_explain", pipeline.explain)
+    pipeline._test_original_explain = original  # type: ignore[attr-defined]
     calls = []
 
     def explain(*args, **kwargs):
@@ -165,13 +165,13 @@ def _arm_kill(marker: str) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
         return original(*args, **kwargs)
 
-    runner.explain = explain
+    pipeline.explain = explain
 
 
 def _disarm() -> None:
-    import tig_batch.runner as runner
+    import tig_batch.pipeline as pipeline
 
-    runner.explain = getattr(runner, "_test_original_explain", runner.explain)
+    pipeline.explain = getattr(pipeline, "_test_original_explain", pipeline.explain)
 
 
 @pytest.mark.slow

@@ -107,7 +107,7 @@ class Explanations:
         return len(self.sample_ids)
 
 
-class BatchLike(Protocol):
+class BatchLike(Protocol):  # may also carry ``start``: see :func:`explain_batches`
     """An item of :func:`explain_batches` besides bare arrays, e.g. the data reader's batches."""
 
     images: np.ndarray | torch.Tensor
@@ -263,16 +263,23 @@ def explain_batches(
     batches: Iterable[BatchLike | torch.Tensor | np.ndarray],
     config: ExplainConfig | None = None,
     first_id: int = 0,
+    device: torch.device | str | None = None,
 ) -> Iterator[Explanations]:
     """Explain a stream of batches (arrays, tensors, or the data reader's batches), lazily.
 
-    Images are numbered from ``first_id`` across the stream; those numbers seed each image's
-    random base-points, so results do not depend on how the stream is batched.
+    Images are numbered from ``first_id`` and the numbers seed each image's random
+    base-points, so results do not depend on how the stream is batched. A batch that carries
+    ``start`` (the data reader's: its first image's index in the shard) is numbered from
+    ``first_id + start``, so a stream that skips batches, as a resumed run does, numbers the
+    rest exactly as the full stream would. Images are moved to ``device`` when one is given.
     """
     next_id = first_id
     for batch in batches:
-        images = batch if isinstance(batch, torch.Tensor | np.ndarray) else batch.images
-        labels = None if isinstance(batch, torch.Tensor | np.ndarray) else batch.labels
-        ids = torch.arange(next_id, next_id + len(images))
-        next_id += len(images)
+        bare = isinstance(batch, torch.Tensor | np.ndarray)
+        images = batch if bare else batch.images
+        labels = None if bare else batch.labels
+        start = first_id + batch.start if hasattr(batch, "start") else next_id
+        ids = torch.arange(start, start + len(images))
+        next_id = start + len(images)
+        images = torch.as_tensor(images, device=device)
         yield explain(classifier, manifold, images, labels, ids, config)

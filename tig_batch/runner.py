@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -16,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from tig_batch._bundle import InputSpec, manifest_digest, sha256
 from tig_batch._results import OutputLayout, ResultWriter
 from tig_batch.backends import Bundle
 from tig_batch.data import DatasetInfo, iter_batches, open_dataset
 from tig_batch.errors import DataError
-from tig_batch.pipeline import ExplainConfig, explain
+from tig_batch.pipeline import ExplainConfig, explain_batches
 
 
 @dataclass(frozen=True)
@@ -157,14 +157,13 @@ def explain_shard(
     batches = iter_batches(
         task.shard, options.batch_size, allow_non_finite=config.on_bad_image == "skip"
     )
-    device = torch.device(options.device)
-    for chunk, batch in enumerate(batches):
-        if chunk not in pending:
-            continue
-        ids = torch.arange(task.first_id + batch.start, task.first_id + batch.start + len(batch))
-        images = torch.from_numpy(batch.images).to(device)
-        result = explain(bundle.classifier, bundle.manifold, images, batch.labels, ids, config)
-        writer.write_chunk(chunk, result, np.asarray(batch.ids))
+    # the same iterator a Python pipeline uses; tee hands each batch's ids to the writer
+    todo, todo_ids = itertools.tee(b for b in batches if b.start // options.batch_size in pending)
+    results = explain_batches(
+        bundle.classifier, bundle.manifold, todo, config, task.first_id, options.device
+    )
+    for batch, result in zip(todo_ids, results, strict=True):
+        writer.write_chunk(batch.start // options.batch_size, result, np.asarray(batch.ids))
         if on_images:
             on_images(len(batch))
     writer.finish(
