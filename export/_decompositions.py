@@ -178,6 +178,15 @@ def adaptive_avg_pool2d_backward(grad_output: torch.Tensor, inputs: torch.Tensor
     return rows.T @ grad_output @ cols
 
 
+@_lowers(aten.threshold_backward.default)
+def threshold_backward(
+    grad_output: torch.Tensor, inputs: torch.Tensor, threshold: float
+) -> torch.Tensor:
+    """ReLU's gradient as ``g * (x > threshold)``: ONNX Runtime multiplies far faster than it
+    runs the ``Where`` torch's own lowering produces (28% of a small CNN's gradient time)."""
+    return grad_output * (inputs > threshold).to(grad_output.dtype)
+
+
 @_lowers(aten.empty_permuted.default)
 def empty_permuted(
     size: Sequence[int],

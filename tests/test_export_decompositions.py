@@ -119,3 +119,11 @@ def test_our_lowerings_take_precedence_over_torchs() -> None:
     table = decomp.decomposition_table()
     for op in decomp.handled_ops():
         assert table[op] is decomp._OURS[op]
+
+
+def test_threshold_backward() -> None:
+    x = _rand(3, 4, 5)
+    x[0, 0, :2] = 0.0  # at the threshold the gradient is zero, as autograd's
+    grad_out = _rand(3, 4, 5)
+    expected = _input_grad(torch.relu, x, grad_out)
+    torch.testing.assert_close(decomp.threshold_backward(grad_out, x, 0.0), expected)
