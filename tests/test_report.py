@@ -72,7 +72,7 @@ def _write_output(
         output_gap={m: torch.from_numpy(columns[m]["gap"]) for m in ig},
         flags={m: torch.from_numpy(columns[m]["flags"]) for m in methods},
     )  # fmt: skip
-    layout = OutputLayout(n, SHAPE, tuple(methods), chunk_size=n)
+    layout = OutputLayout(n, chunk_size=n)
     writer = ResultWriter(directory / name, layout, {"config": {"n_steps": 8}}, overwrite=False)
     writer.write_chunk(0, result, ids)
     writer.finish({"input_shard": str(shard.resolve()), "input_size": shard.stat().st_size})

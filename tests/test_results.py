@@ -29,7 +29,7 @@ def _result(rows: range) -> Explanations:
     )  # fmt: skip
 
 
-LAYOUT = OutputLayout(n_images=7, image_shape=(1, 2, 2), methods=("zero", "gradient"), chunk_size=3)
+LAYOUT = OutputLayout(n_images=7, chunk_size=3)
 JOB = {"config": {"n_steps": 8}, "input_sha256": "abc"}
 
 

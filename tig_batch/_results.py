@@ -35,8 +35,6 @@ class OutputLayout:
     """Shape and storage choices shared by every dataset of one output file."""
 
     n_images: int
-    image_shape: tuple[int, ...]
-    methods: tuple[str, ...]
     chunk_size: int
     dtype: str = "float32"  # attributions and base-points; scores are always float32
     compression: str | None = "gzip"
@@ -47,6 +45,10 @@ class OutputLayout:
 
     def rows(self, chunk: int) -> slice:
         return slice(chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, self.n_images))
+
+    def count(self, chunk: int) -> int:
+        rows = self.rows(chunk)
+        return rows.stop - rows.start
 
 
 def _datasets(

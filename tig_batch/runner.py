@@ -96,9 +96,14 @@ def check_input(expected: InputSpec, bundle_path: Path, dataset: DatasetInfo) ->
         )
 
 
+def _task_config(config: ExplainConfig, task: ShardTask) -> ExplainConfig:
+    """The configuration a shard is explained with: its dataset's value range."""
+    return dataclasses.replace(config, value_range=tuple(task.dataset.value_range))
+
+
 def _job(bundle: Bundle, task: ShardTask, config: ExplainConfig, options: RunOptions) -> dict:
     """Everything that determines an output's content; a resume must match it exactly."""
-    config = dataclasses.replace(config, value_range=tuple(task.dataset.value_range))
+    config = _task_config(config, task)
     return json.loads(
         json.dumps(
             {
@@ -143,17 +148,14 @@ def explain_shard(
     ``on_images(n)`` is called as images are done (or found done), for progress bars.
     """
     check_compatible(bundle, task.dataset)
+    config = _task_config(config, task)
     job = _job(bundle, task, config, options)
-    config = dataclasses.replace(config, value_range=tuple(task.dataset.value_range))
-    layout = OutputLayout(
-        task.count, tuple(task.dataset.shape), config.methods, options.batch_size,
-        options.dtype, options.compression,
-    )  # fmt: skip
+    layout = OutputLayout(task.count, options.batch_size, options.dtype, options.compression)
     writer = ResultWriter(output_dir / task.output_name, layout, job, options.overwrite)
     pending = set(writer.pending())
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if on_images:
-        on_images(task.count - sum(len(range(task.count)[layout.rows(c)]) for c in pending))
+        on_images(task.count - sum(layout.count(chunk) for chunk in pending))
     batches = iter_batches(
         task.shard, options.batch_size, allow_non_finite=config.on_bad_image == "skip"
     )

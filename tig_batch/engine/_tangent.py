@@ -32,9 +32,6 @@ class TangentSpace:
         """``sqrt(r / d)`` (B,): the alignment of a random direction."""
         return chance_level(self.rank, self.dim)
 
-    def __getitem__(self, index: torch.Tensor | slice) -> TangentSpace:
-        return TangentSpace(self.basis[index], self.rank[index], self.singular_values[index])
-
 
 def chance_level(rank: torch.Tensor | int, dim: int) -> torch.Tensor:
     """``sqrt(r / d)``: a uniformly random direction's expected alignment, approximately."""
