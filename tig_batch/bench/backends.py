@@ -1,8 +1,4 @@
-"""Side-by-side measurements of the two model backends (run by ``tig-batch bench backends``).
-
-Speed claims are ratios measured in one process on the same model and inputs, never absolute
-times: these machines are shared and their clocks vary.
-"""
+"""Gradient throughput of the two model backends side by side (``tig-batch bench backends``)."""
 
 from __future__ import annotations
 
