@@ -5,5 +5,23 @@ never absolute times: these machines are shared and their clocks vary.
 """
 
 from tig_batch.bench.backends import BackendTiming, demo_bundle, time_backends
+from tig_batch.bench.e2e import QUICK, SEARCHES, E2EResult, E2ESettings, run_e2e
+from tig_batch.bench.reference import ReferenceResult, ReferenceSearch, reference_tangential
+from tig_batch.bench.scaling import ScalingCurve, ScalingGrid, scaling_curves
 
-__all__ = ["BackendTiming", "demo_bundle", "time_backends"]
+__all__ = [
+    "QUICK",
+    "SEARCHES",
+    "BackendTiming",
+    "E2EResult",
+    "E2ESettings",
+    "ReferenceResult",
+    "ReferenceSearch",
+    "ScalingCurve",
+    "ScalingGrid",
+    "demo_bundle",
+    "reference_tangential",
+    "run_e2e",
+    "scaling_curves",
+    "time_backends",
+]

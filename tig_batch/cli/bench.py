@@ -218,3 +218,100 @@ def backends(
     if json_path is not None:
         payload = [{**dataclasses.asdict(row), "ratio": row.ratio} for row in rows]
         json_path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+@bench.command()
+@click.option(
+    "--bundle", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The bundle to measure (mnist-5k shaped). Default: the quickstart's cached bundle.",
+)  # fmt: skip
+@click.option("--threads", type=click.IntRange(1), help="Threads for torch and ONNX Runtime.")
+@click.option("--images", "n_images", type=click.IntRange(1), help="Digits for plain IG and ours.")
+@click.option("--reference-images", type=click.IntRange(1), help="Digits for the slow reference.")
+@click.option("--repeats", type=click.IntRange(1), help="Alternating rounds of plain IG.")
+@click.option("--no-scaling", is_flag=True, help="Skip the scaling curves.")
+@click.option("--quick", is_flag=True, help="Tiny settings everywhere: a smoke test, not a result.")
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="Write every number to this JSON file.",
+)  # fmt: skip
+@click.option(
+    "--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the tables to this Markdown file.",
+)  # fmt: skip
+@click.option(
+    "--figure", "figure_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="Draw the scaling curves into this PNG.",
+)  # fmt: skip
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+def e2e(
+    bundle: Path | None,
+    threads: int | None,
+    n_images: int | None,
+    reference_images: int | None,
+    repeats: int | None,
+    no_scaling: bool,
+    quick: bool,
+    json_path: Path | None,
+    markdown_path: Path | None,
+    figure_path: Path | None,
+    quiet: bool,
+) -> None:
+    """tig-batch against Captum and a paper-style reference, end to end, in one run.
+
+    On the same bundle, mnist-5k test digits and settings: plain IG by Captum, tig-batch's
+    torch and ONNX backends; tangential IG by a paper-style reference (one image at a time,
+    exact gradients by double backward, Adam) and by tig-batch's batched search; peak RSS of
+    each; achieved GFLOP/s of IG against a float32 matrix product; scaling curves against
+    batch size, n_steps, image size and tangent rank. Prints the tables (Markdown).
+
+    \b
+    Example:
+        tig-batch bench e2e --threads 2 --json e2e.json --markdown e2e.md --figure e2e.png
+        tig-batch bench e2e --bundle real-bundle --reference-images 4 --no-scaling
+    """
+    from tig_batch.bench import e2e as runner
+    from tig_batch.bench._e2e_render import plot_scaling, to_markdown
+
+    if figure_path is not None and no_scaling:
+        raise click.UsageError("--figure draws the scaling curves: drop --no-scaling")
+    bundle = bundle or _default_bundle()
+    settings = runner.QUICK if quick else runner.E2ESettings()
+    changes = {
+        k: v
+        for k, v in (
+            ("n_images", n_images), ("reference_images", reference_images), ("repeats", repeats)
+        )
+        if v is not None
+    }  # fmt: skip
+    if no_scaling:
+        changes["scaling"] = None
+    settings = dataclasses.replace(settings, **changes)
+
+    def progress(message: str) -> None:
+        if not quiet:
+            click.echo(f"  {message}", err=True)
+
+    result = runner.run_e2e(bundle, settings, threads, progress=progress)
+    markdown = to_markdown(result)
+    click.echo(markdown, nl=False)
+    if json_path is not None:
+        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if markdown_path is not None:
+        markdown_path.write_text(markdown)
+    if figure_path is not None:
+        plot_scaling(result.scaling, figure_path)
+
+
+def _default_bundle() -> Path:
+    """The quickstart's cached bundle, or a message saying how to get a bundle."""
+    from tig_batch.quickstart import DEFAULT, default_cache_dir
+
+    path = default_cache_dir() / f"models-{DEFAULT.models_key()}" / "bundle"
+    if (path / "manifest.json").exists():
+        return path
+    raise click.UsageError(
+        f"no --bundle given and no quickstart bundle in {path}: run `tig-batch quickstart` "
+        "(trains and exports one), or export your own with `tig-batch export --checkpoint "
+        "CLASSIFIER --autoencoder AUTOENCODER -o BUNDLE` and pass --bundle BUNDLE"
+    )

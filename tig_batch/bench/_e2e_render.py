@@ -1,0 +1,109 @@
+"""The e2e benchmark's outputs besides JSON: the Markdown tables and the scaling figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tig_batch.bench.e2e import E2EResult
+from tig_batch.bench.scaling import ScalingCurve
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def to_markdown(result: E2EResult) -> str:
+    """The tables of one run: plain IG, tangential IG, FLOPs, scaling, goals."""
+    s = result.settings
+    lines = [
+        *(
+            ["**--quick: settings too small for these numbers to mean anything.**", ""]
+            if s["smoke"]
+            else []
+        ),
+        f"Bundle `{result.bundle}`, {result.threads} thread(s); torch "
+        f"{result.versions['torch']}, ONNX Runtime {result.versions['onnxruntime']}, Captum "
+        f"{result.versions['captum']}.",
+        "",
+        f"**Plain IG** ({s['n_images']} mnist-5k test digits, zero base-point, {s['n_steps']} "
+        f"midpoint nodes, batches of {s['batch_size']}, internal batch {s['internal_batch_size']};"
+        f" median of {s['repeats']} alternating rounds):",
+        "",
+        "| contender | images/s | vs Captum | max abs diff | max rel diff | peak RSS MiB "
+        "| RSS growth MiB | GFLOP/s | % of matmul |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result.plain_ig:
+        lines.append(
+            f"| {r.name} | {r.images_per_s:.1f} | {r.ratio_to_captum:.2f}x | "
+            f"{r.max_abs_diff:.1e} | {r.max_rel_diff:.1e} | {_mib(r.peak_rss_mib)} | "
+            f"{_mib(r.rss_growth_mib)} | {r.gflops:.1f} | {r.percent_of_matmul:.0f}% |"
+        )
+    f = result.flops
+    lines += [
+        "",
+        f"One gradient evaluation (forward + input-gradient backward) of the classifier: "
+        f"{f.per_evaluation / 1e6:.1f} MFLOP per sample (torch FlopCounterMode); a float32 "
+        f"{f.matmul_size}^3 matrix product: {f.matmul_gflops:.1f} GFLOP/s on the same threads.",
+        "",
+        f"**Tangential IG** (search, then a {s['n_steps']}-node IG; the reference on the first "
+        f"{s['reference_images']} digits; tangent bases shared, computed once at "
+        f"{result.tangent_space_images_per_s:.1f} images/s and not in the rates):",
+        "",
+        "| contender | images | images/s | vs reference | mean mu | mean mu (reference's "
+        "images) | mean output gap | search mu | gradient evals/image | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result.tangential:
+        lines.append(
+            f"| {r.name} | {r.images} | {r.images_per_s:.2f} | {r.speedup_vs_reference:.1f}x | "
+            f"{r.mean_mu:.3f} | {r.mean_mu_shared:.3f} | {r.mean_output_gap:.2f} | "
+            f"{r.mean_search_mu:.3f} | {r.gradient_evaluations_per_image:,.0f} | "
+            f"{_mib(r.peak_rss_mib)} |"
+        )
+    if result.scaling:
+        lines += ["", "**Scaling** (ONNX backend, images/s):", ""]
+        for curve in result.scaling:
+            lines += [
+                f"| {curve.variable} | plain IG | tangent step |",
+                "|---:|---:|---:|",
+                *(
+                    f"| {p.value} | {_rate(p.plain_ig)} | {_rate(p.tangent_step)} |"
+                    for p in curve.points
+                ),
+                "",
+                f"{curve.variable}: {curve.statement()}.",
+                "",
+            ]
+    lines += ["**Goals**:", ""]
+    lines += [f"- {'met' if g.met else 'NOT met'}: {g.goal}: {g.measured}" for g in result.goals]
+    return "\n".join(lines) + "\n"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def plot_scaling(curves: list[ScalingCurve], path: Path) -> None:
+    """Images/s against each variable on log-log axes, one panel per variable."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.4), squeeze=False)
+    for ax, curve in zip(axes[0], curves, strict=True):
+        for key, label in (("plain_ig", "plain IG"), ("tangent_step", "tangent step")):
+            xs = [p.value for p in curve.points if getattr(p, key)]
+            ys = [getattr(p, key) for p in curve.points if getattr(p, key)]
+            if xs:
+                slope = curve.slopes.get(key)
+                suffix = "" if slope is None else f" (cost ~ x^{slope:.2f})"
+                ax.loglog(xs, ys, "o-", label=label + suffix)
+        ax.set_xlabel(curve.variable)
+        ax.set_ylabel("images/s")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

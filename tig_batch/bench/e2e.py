@@ -1,0 +1,437 @@
+"""End to end (``tig-batch bench e2e``): tig-batch against Captum and a paper-style reference.
+
+On one bundle, the same mnist-5k test digits and the same settings, in one process run:
+plain IG by Captum, tig-batch's torch backend and its ONNX backend; tangential IG by the
+paper-style reference (:mod:`tig_batch.bench.reference`) and by tig-batch's batched search
+(one contender per :class:`~tig_batch.engine.BaselineSearch`); the peak RSS of each; the
+classifier's achieved GFLOP/s against a float32 matrix product's; and the scaling curves
+(:mod:`tig_batch.bench.scaling`). Contenders are timed in alternation so that drifting
+machine load hits all alike; compare ratios, not absolute rates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tig_batch.backends import SessionSettings, load_bundle
+from tig_batch.bench._measure import (
+    FlopReport,
+    alternate,
+    gradient_flops,
+    matmul_gflops,
+    run_once,
+)
+from tig_batch.bench.reference import ReferenceSearch, reference_ig, reference_tangential
+from tig_batch.bench.scaling import ScalingCurve, ScalingGrid, scaling_curves
+from tig_batch.engine import (
+    BaselineSearch,
+    alignment,
+    integrated_gradients,
+    optimal_baselines,
+    tangent_space,
+)
+from tig_batch.errors import ModelError, TigBatchError
+
+Progress = Callable[[str], None]
+CAPTUM = "Captum"
+
+# Our tangential contenders: one BaselineSearch each, compared with the reference.
+SEARCHES: dict[str, BaselineSearch] = {"tig-batch ascent (defaults)": BaselineSearch()}
+
+
+@dataclass(frozen=True)
+class E2ESettings:
+    """What ``bench e2e`` runs. ``search_iterations``/``search_n_steps`` override every
+    contender's search (only ``--quick`` does, to stay small)."""
+
+    n_images: int = 64  # plain IG and our tangential IG
+    batch_size: int = 32  # images per call, every contender
+    n_steps: int = 50  # final IG nodes (midpoint)
+    internal_batch_size: int = 512
+    repeats: int = 3
+    reference_images: int = 8
+    reference: ReferenceSearch = field(default_factory=ReferenceSearch)
+    search_iterations: int | None = None
+    search_n_steps: int | None = None
+    matmul_size: int = 2048
+    scaling: ScalingGrid | None = field(default_factory=ScalingGrid)
+    smoke: bool = False  # --quick: the numbers show that it runs, not how fast
+
+
+QUICK = E2ESettings(
+    n_images=4, batch_size=2, n_steps=8, repeats=1, reference_images=2,
+    reference=ReferenceSearch(n_iterations=3, n_steps=4), search_iterations=3, search_n_steps=4,
+    matmul_size=256, smoke=True,
+    scaling=ScalingGrid(
+        batch_sizes=(1, 2), n_steps=(4, 8), shapes=((1, 28, 28),), ranks=(4, 8), batch_size=2,
+        ig_steps=8, search_steps=4, rank=4, repeats=1,
+    ),
+)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ plain IG
+
+
+@dataclass(frozen=True)
+class PlainRow:
+    """One plain-IG contender: throughput, its ratio to Captum, agreement, memory, GFLOP/s."""
+
+    name: str
+    images_per_s: float
+    ratio_to_captum: float
+    max_abs_diff: float  # against Captum's attributions
+    max_rel_diff: float  # the same over Captum's largest |attribution|
+    peak_rss_mib: float | None
+    rss_growth_mib: float | None
+    gflops: float
+    percent_of_matmul: float
+
+
+def _captum_ig() -> Any:
+    try:
+        from captum.attr import IntegratedGradients
+    except ImportError:
+        raise TigBatchError(
+            "the e2e benchmark compares against Captum, which is not installed: "
+            "pip install captum (or pip install -e '.[dev]')"
+        ) from None
+    return IntegratedGradients
+
+
+def _batched(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x, target, size):  # type: ignore[no-untyped-def]
+    return lambda: torch.cat(
+        [fn(x[i : i + size], target[i : i + size]) for i in range(0, len(x), size)]
+    )
+
+
+def plain_ig(
+    bundle: Path,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    settings: E2ESettings,
+    session: SessionSettings,
+    flops: FlopReport,
+) -> list[PlainRow]:
+    """Captum, tig-batch torch and tig-batch ONNX on the same images, nodes and targets."""
+    integrated = _captum_ig()
+    module = load_bundle(bundle, "torch", session).classifier.module  # type: ignore[attr-defined]
+    backends = {name: load_bundle(bundle, name, session).classifier for name in ("torch", "onnx")}
+    k, ibs = settings.n_steps, settings.internal_batch_size
+
+    def captum(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return integrated(module).attribute(
+            x, target=t, n_steps=k, method="riemann_middle", internal_batch_size=ibs
+        )
+
+    def ours(classifier):  # type: ignore[no-untyped-def]
+        return lambda x, t: (
+            integrated_gradients(classifier, x, 0.0, t, k, "midpoint", ibs).attributions
+        )
+
+    calls = {CAPTUM: _batched(captum, images, target, settings.batch_size)}
+    for name, classifier in backends.items():
+        calls[f"tig-batch {name}"] = _batched(ours(classifier), images, target, settings.batch_size)
+    measured = alternate(calls, settings.repeats)
+    reference = measured[CAPTUM].output.detach()
+    scale = float(reference.abs().max())
+    captum_rate = len(images) / statistics.median(measured[CAPTUM].seconds)
+    rows = []
+    for name, m in measured.items():
+        rate = len(images) / statistics.median(m.seconds)
+        diff = float((m.output.detach() - reference).abs().max())
+        gflops = flops.per_evaluation * rate * k / 1e9
+        rows.append(
+            PlainRow(
+                name,
+                rate,
+                rate / captum_rate,
+                diff,
+                diff / scale,
+                m.peak_rss_mib,
+                m.rss_growth_mib,
+                gflops,
+                100 * gflops / flops.matmul_gflops,
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------- tangential
+
+
+@dataclass(frozen=True)
+class TangentialRow:
+    """One tangential contender; ``mean_mu``/``mean_output_gap`` of the final IG on the images
+    it explained, ``mean_mu_shared`` on the reference's images (the fair comparison)."""
+
+    name: str
+    images: int
+    images_per_s: float
+    speedup_vs_reference: float
+    mean_mu: float
+    mean_mu_shared: float
+    mean_output_gap: float
+    mean_search_mu: float
+    gradient_evaluations_per_image: float
+    peak_rss_mib: float | None
+
+
+def _explained(module: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return module(x).gather(1, target[:, None]).squeeze(1)
+
+
+def tangential(
+    bundle: Path,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    settings: E2ESettings,
+    session: SessionSettings,
+    searches: Mapping[str, BaselineSearch],
+    say: Progress,
+) -> tuple[list[TangentialRow], float]:
+    """The reference on the first ``reference_images`` images against each search on all.
+
+    Both sides explain against the same tangent bases (computed once, outside the timings:
+    the returned rate, images/s, is that shared step's) and end with an ``n_steps`` IG.
+    """
+    onnx = load_bundle(bundle, "onnx", session)
+    module = load_bundle(bundle, "torch", session).classifier.module  # type: ignore[attr-defined]
+    start = time.perf_counter()
+    tangent = tangent_space(onnx.manifold, images)
+    tangent_rate = len(images) / (time.perf_counter() - start)
+    basis, k, n_ref = tangent.basis, settings.n_steps, settings.reference_images
+
+    def ours(search: BaselineSearch) -> Callable[[], Any]:
+        def run() -> Any:
+            found = optimal_baselines(
+                onnx.classifier, images, tangent, target, search=search,
+                internal_batch_size=settings.internal_batch_size,
+            )  # fmt: skip
+            final = integrated_gradients(
+                onnx.classifier, images, found.baselines, target, k, "midpoint",
+                settings.internal_batch_size,
+            )  # fmt: skip
+            return found, final.attributions
+
+        return run
+
+    def reference() -> Any:
+        x, t = images[:n_ref], target[:n_ref]
+        found = reference_tangential(module, x, t, basis[:n_ref], settings.reference)
+        return found, reference_ig(module, x, found.baselines, t, k)
+
+    calls = {name: ours(_override(s, settings)) for name, s in searches.items()}
+    calls["paper-style reference"] = reference
+    say(f"tangential: {', '.join(calls)} (one timed run each)")
+    _warm_up(onnx.classifier, images, tangent, target)
+    runs = {name: run_once(call) for name, call in calls.items()}
+    rows = []
+    f_x = _explained(module, images, target)
+    for name, (seconds, peak, _, (found, attributions)) in runs.items():
+        count = len(attributions)
+        mu = alignment(attributions, basis[:count])
+        gap = f_x[:count] - _explained(module, found.baselines, target[:count])
+        rows.append(
+            TangentialRow(
+                name,
+                count,
+                count / seconds,
+                math.nan,
+                float(mu.mean()),
+                float(mu[:n_ref].mean()),
+                float(gap.mean()),
+                float(found.alignment.mean()),
+                found.n_gradient_evaluations / count,
+                peak,
+            )
+        )
+    reference_rate = rows[-1].images_per_s
+    rows = [
+        dataclasses.replace(r, speedup_vs_reference=r.images_per_s / reference_rate) for r in rows
+    ]
+    return rows, tangent_rate
+
+
+def _override(search: BaselineSearch, settings: E2ESettings) -> BaselineSearch:
+    changes = {}
+    if settings.search_iterations is not None:
+        changes["n_iterations"] = settings.search_iterations
+    if settings.search_n_steps is not None:
+        changes["n_steps"] = settings.search_n_steps
+    return dataclasses.replace(search, **changes)
+
+
+def _warm_up(classifier: Any, images: torch.Tensor, tangent: Any, target: torch.Tensor) -> None:
+    """ORT's first runs (graph optimisation, arena growth) are not the searches' to pay."""
+    search = BaselineSearch(n_iterations=1)
+    optimal_baselines(classifier, images, tangent, target, search=search)
+
+
+def flop_report(bundle: Path, session: SessionSettings, matmul_size: int) -> FlopReport:
+    """Count the classifier's FLOPs per gradient evaluation and time the matrix product."""
+    loaded = load_bundle(bundle, "torch", session)
+    module = loaded.classifier.module  # type: ignore[attr-defined]
+    per_eval = gradient_flops(module, tuple(loaded.manifest.input.shape))
+    return FlopReport(per_eval, matmul_size, matmul_gflops(matmul_size))
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One of the issue's goals, what was measured for it, and whether it was met."""
+
+    goal: str
+    measured: str
+    met: bool
+
+
+@dataclass(frozen=True)
+class E2EResult:
+    """Everything ``bench e2e`` measured; :meth:`to_dict` is the JSON output."""
+
+    bundle: str
+    threads: int
+    settings: dict[str, Any]
+    flops: FlopReport
+    plain_ig: list[PlainRow]
+    tangential: list[TangentialRow]
+    tangent_space_images_per_s: float
+    scaling: list[ScalingCurve]
+    goals: list[Goal]
+    versions: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for curve, raw in zip(self.scaling, out["scaling"], strict=True):
+            raw["statement"] = curve.statement()
+        return _finite(out)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become None, so the JSON is standard."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def test_images(n: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The first ``n`` mnist-5k test digits (1x28x28, in [0, 1])."""
+    from tig_batch.data import builtin_dataset, iter_batches
+
+    if tuple(shape) != (1, 28, 28):
+        raise ModelError(
+            f"the bundle takes {'x'.join(map(str, shape))} images, but the benchmark explains "
+            "mnist-5k test digits (1x28x28): give a bundle exported for mnist-5k"
+        )
+    batch = next(iter_batches(builtin_dataset("mnist-5k", "test"), n, labels=False))
+    if len(batch) < n:
+        raise ValueError(f"mnist-5k has only {len(batch)} test images; asked for {n}")
+    return torch.as_tensor(batch.images)
+
+
+def _goals(plain: list[PlainRow], tang: list[TangentialRow]) -> list[Goal]:
+    by_name = {r.name: r for r in plain}
+    best_ig = max((r for r in plain if r.name != CAPTUM), key=lambda r: r.images_per_s)
+    goals = [
+        Goal(
+            "plain IG >= 3x Captum",
+            f"{best_ig.name}: {best_ig.ratio_to_captum:.2f}x "
+            f"(torch {by_name['tig-batch torch'].ratio_to_captum:.2f}x, "
+            f"ONNX {by_name['tig-batch onnx'].ratio_to_captum:.2f}x)",
+            best_ig.ratio_to_captum >= 3,
+        ),
+        Goal(
+            "IG at >= 40% of the matrix product's GFLOP/s",
+            f"{best_ig.name}: {best_ig.percent_of_matmul:.0f}%",
+            best_ig.percent_of_matmul >= 40,
+        ),
+    ]
+    ref = tang[-1]
+    for row in tang[:-1]:
+        goals.append(
+            Goal(
+                f"tangential ({row.name}) >= 10x the reference at equal or higher mean mu",
+                f"{row.speedup_vs_reference:.1f}x, mean mu {row.mean_mu_shared:.3f} vs "
+                f"{ref.mean_mu_shared:.3f} on the reference's {ref.images} images",
+                row.speedup_vs_reference >= 10 and row.mean_mu_shared >= ref.mean_mu_shared,
+            )
+        )
+    return goals
+
+
+def run_e2e(
+    bundle: Path,
+    settings: E2ESettings = E2ESettings(),
+    threads: int | None = None,
+    searches: Mapping[str, BaselineSearch] = SEARCHES,
+    progress: Progress | None = None,
+) -> E2EResult:
+    """Run every measurement of ``bench e2e`` on ``bundle`` (see the module's docstring).
+
+    ``threads`` sets torch's and ONNX Runtime's thread count for the run (restored after).
+    """
+    import onnxruntime
+
+    say = progress or (lambda message: None)
+    _captum_ig()  # fail before anything slow runs
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    session = SessionSettings(threads=torch.get_num_threads())
+    try:
+        say(f"counting FLOPs, timing a {settings.matmul_size}^3 float32 matrix product")
+        flops = flop_report(bundle, session, settings.matmul_size)
+        shape = tuple(load_bundle(bundle, "onnx", session).manifest.input.shape)
+        images = test_images(max(settings.n_images, settings.reference_images), shape)
+        torch_model = load_bundle(bundle, "torch", session).classifier
+        target = torch_model.logits(images).argmax(1)
+        say(f"plain IG: {settings.n_images} digits, {settings.repeats} alternating rounds")
+        n = settings.n_images
+        plain = plain_ig(bundle, images[:n], target[:n], settings, session, flops)
+        tang, tangent_rate = tangential(bundle, images, target, settings, session, searches, say)
+        curves = (
+            []
+            if settings.scaling is None
+            else scaling_curves(bundle, settings.scaling, session, say)
+        )
+    finally:
+        torch.set_num_threads(previous)
+    versions = {
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "captum": _captum_version(),
+    }
+    return E2EResult(
+        str(bundle), session.threads, _settings_dict(settings, searches), flops, plain, tang,
+        tangent_rate, curves, _goals(plain, tang), versions,
+    )  # fmt: skip
+
+
+def _captum_version() -> str:
+    import captum
+
+    return str(captum.__version__)
+
+
+def _settings_dict(settings: E2ESettings, searches: Mapping[str, BaselineSearch]) -> dict:
+    out = dataclasses.asdict(settings)
+    out["searches"] = {
+        name: dataclasses.asdict(_override(s, settings)) for name, s in searches.items()
+    }
+    return out
