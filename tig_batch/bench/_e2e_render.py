@@ -44,14 +44,15 @@ def to_markdown(result: E2EResult) -> str:
         "",
         f"One gradient evaluation (forward + input-gradient backward) of the classifier: "
         f"{f.per_evaluation / 1e6:.1f} MFLOP per sample (torch FlopCounterMode); a float32 "
-        f"{f.matmul_size}^3 matrix product: {f.matmul_gflops:.1f} GFLOP/s on the same threads.",
+        f"{f.matmul_size}^3 matrix product, timed in the same alternating rounds: "
+        f"{f.matmul_gflops:.1f} GFLOP/s on the same threads.",
         "",
         f"**Tangential IG** (search, then a {s['n_steps']}-node IG; the reference on the first "
         f"{s['reference_images']} digits; tangent bases shared, computed once at "
         f"{result.tangent_space_images_per_s:.1f} images/s and not in the rates):",
         "",
         "| contender | images | images/s | vs reference | mean mu | mean mu (reference's "
-        "images) | mean output gap | search mu | gradient evals/image | peak RSS MiB |",
+        "images) | mean output gap | search mu | search gradient evals/image | peak RSS MiB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result.tangential:

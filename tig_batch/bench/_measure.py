@@ -1,9 +1,8 @@
-"""Measuring tools of the benchmarks: alternating timings with peak RSS, FLOPs, a matmul's rate."""
+"""Measuring tools of the benchmarks: alternating timings with peak RSS, FLOP counts."""
 
 from __future__ import annotations
 
 import re
-import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ def run_once(fn: Callable[[], Any]) -> tuple[float, float | None, float | None, 
     peak = _status_kib("VmHWM") if before is not None else None
     if peak is None or before is None:
         return seconds, None, None, output
-    return seconds, peak / 1024, (peak - before) / 1024, output
+    return seconds, peak / 1024, max(0, peak - before) / 1024, output
 
 
 def alternate(calls: Mapping[str, Callable[[], Any]], repeats: int) -> dict[str, Measured]:
@@ -93,15 +92,3 @@ def gradient_flops(module: torch.nn.Module, shape: tuple[int, ...], batch: int =
         value = module.eval()(x)[:, 0].sum()
         value.backward(inputs=[x])  # autograd.grad is not supported under the counter
     return counter.get_total_flops() / batch
-
-
-def matmul_gflops(n: int, repeats: int = 5) -> float:
-    """GFLOP/s of a float32 ``n x n`` by ``n x n`` product (median of ``repeats``)."""
-    a, b = torch.rand(n, n), torch.rand(n, n)
-    torch.mm(a, b)
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        seconds.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(seconds) / 1e9

@@ -27,7 +27,6 @@ from tig_batch.bench._measure import (
     FlopReport,
     alternate,
     gradient_flops,
-    matmul_gflops,
     run_once,
 )
 from tig_batch.bench.reference import ReferenceSearch, reference_ig, reference_tangential
@@ -43,9 +42,13 @@ from tig_batch.errors import ModelError, TigBatchError
 
 Progress = Callable[[str], None]
 CAPTUM = "Captum"
+MATMUL, MATMUL_CALLS = "matmul", 3  # products per alternating round
 
 # Our tangential contenders: one BaselineSearch each, compared with the reference.
-SEARCHES: dict[str, BaselineSearch] = {"tig-batch ascent (defaults)": BaselineSearch()}
+SEARCHES: dict[str, BaselineSearch] = {
+    "tig-batch ascent (defaults)": BaselineSearch(),
+    "tig-batch projection, 20 steps": BaselineSearch(optimizer="projection", n_iterations=20),
+}
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,8 @@ def plain_ig(
     target: torch.Tensor,
     settings: E2ESettings,
     session: SessionSettings,
-    flops: FlopReport,
-) -> list[PlainRow]:
+    per_evaluation: float,
+) -> tuple[list[PlainRow], FlopReport]:
     """Captum, tig-batch torch and tig-batch ONNX on the same images, nodes and targets."""
     integrated = _captum_ig()
     module = load_bundle(bundle, "torch", session).classifier.module  # type: ignore[attr-defined]
@@ -140,7 +143,14 @@ def plain_ig(
     calls = {CAPTUM: _batched(captum, images, target, settings.batch_size)}
     for name, classifier in backends.items():
         calls[f"tig-batch {name}"] = _batched(ours(classifier), images, target, settings.batch_size)
-    measured = alternate(calls, settings.repeats)
+    n = settings.matmul_size
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    calls[MATMUL] = lambda: [torch.mm(a, b) for _ in range(MATMUL_CALLS)]
+    measured = alternate(calls, settings.repeats)  # the matmul under the same load as IG
+    matmul = measured.pop(MATMUL)
+    flops = FlopReport(
+        per_evaluation, n, 2 * n**3 * MATMUL_CALLS / statistics.median(matmul.seconds) / 1e9
+    )
     reference = measured[CAPTUM].output.detach()
     scale = float(reference.abs().max())
     captum_rate = len(images) / statistics.median(measured[CAPTUM].seconds)
@@ -162,7 +172,7 @@ def plain_ig(
                 100 * gflops / flops.matmul_gflops,
             )
         )
-    return rows
+    return rows, flops
 
 
 # ---------------------------------------------------------------------------- tangential
@@ -277,14 +287,6 @@ def _warm_up(classifier: Any, images: torch.Tensor, tangent: Any, target: torch.
     optimal_baselines(classifier, images, tangent, target, search=search)
 
 
-def flop_report(bundle: Path, session: SessionSettings, matmul_size: int) -> FlopReport:
-    """Count the classifier's FLOPs per gradient evaluation and time the matrix product."""
-    loaded = load_bundle(bundle, "torch", session)
-    module = loaded.classifier.module  # type: ignore[attr-defined]
-    per_eval = gradient_flops(module, tuple(loaded.manifest.input.shape))
-    return FlopReport(per_eval, matmul_size, matmul_gflops(matmul_size))
-
-
 # ------------------------------------------------------------------------------ the run
 
 
@@ -395,15 +397,17 @@ def run_e2e(
         torch.set_num_threads(threads)
     session = SessionSettings(threads=torch.get_num_threads())
     try:
-        say(f"counting FLOPs, timing a {settings.matmul_size}^3 float32 matrix product")
-        flops = flop_report(bundle, session, settings.matmul_size)
-        shape = tuple(load_bundle(bundle, "onnx", session).manifest.input.shape)
+        loaded = load_bundle(bundle, "torch", session)
+        shape = tuple(loaded.manifest.input.shape)
+        per_evaluation = gradient_flops(loaded.classifier.module, shape)  # type: ignore[attr-defined]
         images = test_images(max(settings.n_images, settings.reference_images), shape)
-        torch_model = load_bundle(bundle, "torch", session).classifier
-        target = torch_model.logits(images).argmax(1)
-        say(f"plain IG: {settings.n_images} digits, {settings.repeats} alternating rounds")
+        target = loaded.classifier.logits(images).argmax(1)
+        say(
+            f"plain IG: {settings.n_images} digits, {settings.repeats} rounds alternating with a "
+            f"{settings.matmul_size}^3 float32 matrix product"
+        )
         n = settings.n_images
-        plain = plain_ig(bundle, images[:n], target[:n], settings, session, flops)
+        plain, flops = plain_ig(bundle, images[:n], target[:n], settings, session, per_evaluation)
         tang, tangent_rate = tangential(bundle, images, target, settings, session, searches, say)
         curves = (
             []

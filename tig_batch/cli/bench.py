@@ -228,6 +228,10 @@ def backends(
 @click.option("--threads", type=click.IntRange(1), help="Threads for torch and ONNX Runtime.")
 @click.option("--images", "n_images", type=click.IntRange(1), help="Digits for plain IG and ours.")
 @click.option("--reference-images", type=click.IntRange(1), help="Digits for the slow reference.")
+@click.option(
+    "--reference-iterations", type=click.IntRange(1),
+    help="Adam steps of the reference (default 100, chosen by a sweep: see bench/reference.py).",
+)  # fmt: skip
 @click.option("--repeats", type=click.IntRange(1), help="Alternating rounds of plain IG.")
 @click.option("--no-scaling", is_flag=True, help="Skip the scaling curves.")
 @click.option("--quick", is_flag=True, help="Tiny settings everywhere: a smoke test, not a result.")
@@ -249,6 +253,7 @@ def e2e(
     threads: int | None,
     n_images: int | None,
     reference_images: int | None,
+    reference_iterations: int | None,
     repeats: int | None,
     no_scaling: bool,
     quick: bool,
@@ -284,6 +289,10 @@ def e2e(
         )
         if v is not None
     }  # fmt: skip
+    if reference_iterations is not None:
+        changes["reference"] = dataclasses.replace(
+            settings.reference, n_iterations=reference_iterations
+        )
     if no_scaling:
         changes["scaling"] = None
     settings = dataclasses.replace(settings, **changes)
