@@ -82,7 +82,8 @@ def convolution_backward(
     if transposed:
         grad = F.conv2d(grad_output, weight, None, stride, padding, dilation, groups)
     elif _as_convolution(inputs, weight, stride, padding, dilation):
-        pad = [d * (k - 1) - p for d, k, p in zip(dilation, weight.shape[2:], padding, strict=True)]
+        sizes = zip(dilation, weight.shape[2:], padding, strict=True)
+        pad = [d * (int(k) - 1) - p for d, k, p in sizes]  # int: the kernel's size is static
         kernel = _transposed_kernel(weight, groups)
         grad = F.conv2d(grad_output, kernel, None, 1, pad, dilation, groups)
     else:

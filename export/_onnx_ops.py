@@ -6,8 +6,8 @@ Non-overlapping max pooling (stride equal to the kernel, no padding or dilation,
 ``MaxUnpool`` of the gradient at those indices. The exporter's own translation of
 ``max_pool2d_with_indices`` runs a second, kernel-1 ``MaxPool`` over the whole input to turn
 ONNX's flat indices into torch's per-plane ones, and the backward then scatter-adds: together
-31% of a small CNN's gradient time in ONNX Runtime. Windows that do not overlap send each
-input at most one gradient, so writing (unpooling) equals adding (scatter-add).
+about half of the demo CNN's gradient time in ONNX Runtime. Windows that do not overlap send
+each input at most one gradient, so writing (unpooling) equals adding (scatter-add).
 
 The indices here are flat over the whole (B, C, H, W) input, as ONNX's; only the backward
 below reads them. Ties go to the first maximum in the window in both torch and ONNX Runtime
@@ -127,7 +127,7 @@ def mask_before_unpooling(graph: torch.fx.GraphModule) -> int:
 
 
 def _is_mask_of(node: object, inputs: torch.fx.Node) -> bool:
-    """``node`` is ``_to_copy(gt(inputs, t))`` to a floating dtype."""
+    """``node`` is ``_to_copy(gt(inputs, t), dtype=...)``: a comparison cast to numbers."""
     aten = torch.ops.aten
     if not isinstance(node, torch.fx.Node) or node.target is not aten._to_copy.default:
         return False
