@@ -49,7 +49,8 @@ def to_markdown(result: E2EResult) -> str:
         "",
         f"**Tangential IG** (search, then a {s['n_steps']}-node IG; the reference on the first "
         f"{s['reference_images']} digits; tangent bases shared, computed once at "
-        f"{result.tangent_space_images_per_s:.1f} images/s and not in the rates):",
+        f"{result.tangent_space_images_per_s:.1f} images/s and not in the rates; median of "
+        f"{s['tangential_repeats']} alternating rounds):",
         "",
         "| contender | images | images/s | vs reference | mean mu | mean mu (reference's "
         "images) | mean output gap | search mu | search gradient evals/image | peak RSS MiB |",
@@ -63,9 +64,10 @@ def to_markdown(result: E2EResult) -> str:
             f"{_mib(r.peak_rss_mib)} |"
         )
     if result.scaling:
-        lines += ["", "**Scaling** (ONNX backend, images/s):", ""]
+        lines += ["", "**Scaling** (ONNX backend, images/s):"]
         for curve in result.scaling:
             lines += [
+                "",
                 f"| {curve.variable} | plain IG | tangent step |",
                 "|---:|---:|---:|",
                 *(
@@ -74,9 +76,8 @@ def to_markdown(result: E2EResult) -> str:
                 ),
                 "",
                 f"{curve.variable}: {curve.statement()}.",
-                "",
             ]
-    lines += ["**Goals**:", ""]
+    lines += ["", "**Goals**:", ""]
     lines += [f"- {'met' if g.met else 'NOT met'}: {g.goal}: {g.measured}" for g in result.goals]
     return "\n".join(lines) + "\n"
 
@@ -91,16 +92,29 @@ def plot_scaling(curves: list[ScalingCurve], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.4), squeeze=False)
     for ax, curve in zip(axes[0], curves, strict=True):
-        for key, label in (("plain_ig", "plain IG"), ("tangent_step", "tangent step")):
+        rates = []
+        for key, label, color in (
+            ("plain_ig", "plain IG", "C0"),
+            ("tangent_step", "tangent step", "C1"),
+        ):
             xs = [p.value for p in curve.points if getattr(p, key)]
             ys = [getattr(p, key) for p in curve.points if getattr(p, key)]
             if xs:
                 slope = curve.slopes.get(key)
                 suffix = "" if slope is None else f" (cost ~ x^{slope:.2f})"
-                ax.loglog(xs, ys, "o-", label=label + suffix)
+                ax.loglog(xs, ys, "o-", color=color, label=label + suffix)
+                rates += ys
+        if rates:  # at least a factor 4 of range, so a flat curve looks flat
+            middle = (min(rates) * max(rates)) ** 0.5
+            ax.set_ylim(min(min(rates), middle / 2) / 1.2, max(max(rates), middle * 2) * 1.2)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(curve.variable)
         ax.set_ylabel("images/s")
         ax.grid(True, which="both", alpha=0.3)

@@ -53,10 +53,12 @@ def run_once(fn: Callable[[], Any]) -> tuple[float, float | None, float | None, 
     return seconds, peak / 1024, max(0, peak - before) / 1024, output
 
 
-def alternate(calls: Mapping[str, Callable[[], Any]], repeats: int) -> dict[str, Measured]:
+def alternate(
+    calls: Mapping[str, Callable[[], Any]], repeats: int, warm_up: bool = True
+) -> dict[str, Measured]:
     """Run every call once per round, ``repeats`` rounds, after one warm-up round; each
     call's peak RSS is the highest seen in any of its timed runs."""
-    for call in calls.values():
+    for call in calls.values() if warm_up else ():
         call()
     runs: dict[str, list[tuple[float, float | None, float | None, Any]]] = {n: [] for n in calls}
     for _ in range(repeats):

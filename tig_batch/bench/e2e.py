@@ -27,7 +27,6 @@ from tig_batch.bench._measure import (
     FlopReport,
     alternate,
     gradient_flops,
-    run_once,
 )
 from tig_batch.bench.reference import ReferenceSearch, reference_ig, reference_tangential
 from tig_batch.bench.scaling import ScalingCurve, ScalingGrid, scaling_curves
@@ -61,6 +60,7 @@ class E2ESettings:
     n_steps: int = 50  # final IG nodes (midpoint)
     internal_batch_size: int = 512
     repeats: int = 3
+    tangential_repeats: int = 2  # alternating rounds of the tangential contenders
     reference_images: int = 8
     reference: ReferenceSearch = field(default_factory=ReferenceSearch)
     search_iterations: int | None = None
@@ -71,7 +71,7 @@ class E2ESettings:
 
 
 QUICK = E2ESettings(
-    n_images=4, batch_size=2, n_steps=8, repeats=1, reference_images=2,
+    n_images=4, batch_size=2, n_steps=8, repeats=1, tangential_repeats=1, reference_images=2,
     reference=ReferenceSearch(n_iterations=3, n_steps=4), search_iterations=3, search_n_steps=4,
     matmul_size=256, smoke=True,
     scaling=ScalingGrid(
@@ -242,13 +242,15 @@ def tangential(
 
     calls = {name: ours(_override(s, settings)) for name, s in searches.items()}
     calls["paper-style reference"] = reference
-    say(f"tangential: {', '.join(calls)} (one timed run each)")
+    rounds = settings.tangential_repeats
+    say(f"tangential: {', '.join(calls)} ({rounds} alternating rounds)")
     _warm_up(onnx.classifier, images, tangent, target)
-    runs = {name: run_once(call) for name, call in calls.items()}
+    runs = alternate(calls, rounds, warm_up=False)
     rows = []
     f_x = _explained(module, images, target)
-    for name, (seconds, peak, _, (found, attributions)) in runs.items():
-        count = len(attributions)
+    for name, m in runs.items():
+        found, attributions = m.output
+        count, seconds, peak = len(attributions), statistics.median(m.seconds), m.peak_rss_mib
         mu = alignment(attributions, basis[:count])
         gap = f_x[:count] - _explained(module, found.baselines, target[:count])
         rows.append(
