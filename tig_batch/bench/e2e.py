@@ -400,6 +400,11 @@ def run_e2e(
     session = SessionSettings(threads=torch.get_num_threads())
     try:
         loaded = load_bundle(bundle, "torch", session)
+        if loaded.manifest.explained_output != "logit":
+            raise ModelError(
+                f"{bundle} explains the {loaded.manifest.explained_output}; the benchmark (and "
+                "Captum and the reference as run here) explain the logit: export with the default"
+            )
         shape = tuple(loaded.manifest.input.shape)
         per_evaluation = gradient_flops(loaded.classifier.module, shape)  # type: ignore[attr-defined]
         images = test_images(max(settings.n_images, settings.reference_images), shape)

@@ -4,8 +4,9 @@ What a paper's research code would do, written without the engine's search: one 
 time, the base-point a ``requires_grad`` tensor, IG by the quadrature built with
 ``create_graph=True``, ``mu = ||U^T v|| / ||v||``, the exact ``dmu/da`` by double backward,
 ``torch.optim.Adam`` ascending ``mu``, projection onto the value range after every step, and
-the best iterate by ``mu`` kept. Only the tangent basis ``U`` and the quadrature nodes come
-from outside, so both sides explain against the same tangent space with the same rule.
+the best iterate by ``mu`` kept; it explains the target's logit. Only the tangent basis ``U``
+comes from outside, so both sides explain against the same tangent space; the midpoint rule
+is built here, as Captum's ``riemann_middle`` is.
 
 Settings (:class:`ReferenceSearch`) were chosen by a sweep, so the reference is no strawman:
 Adam from the zero base-point, 4 midpoint nodes inside the loop (the engine's default), on
