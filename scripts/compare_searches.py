@@ -38,6 +38,10 @@ VARIANTS = {
     "projection, 10 steps, 4 nodes": "optimizer=projection,n_iterations=10",
     "projection, 20 steps, 4 nodes": "optimizer=projection,n_iterations=20",
     "projection, 20 steps, 16 nodes": "optimizer=projection,n_iterations=20,n_steps=16",
+    "projection, 50 steps, 4 nodes": "optimizer=projection,n_iterations=50",
+    "projection, 50 steps, 4 nodes, damping 0.25": (
+        "optimizer=projection,n_iterations=50,damping=0.25"
+    ),
 }
 
 
