@@ -1,0 +1,1025 @@
+"""Reproduce the paper's comparison and its open questions; write docs/results.md.
+
+Simpson et al. (arXiv 2503.08240) report that tangentially aligned IG reaches a mean alignment
+``mu > 0.91`` with the data manifold, above every common base-point and every gradient
+explainer. This script measures that claim on ``mu`` *and* the output gap (method.md: alignment
+bought by collapsing the gap explains nothing), with the library's own path end to end:
+
+1. data: the built-in ``mnist-5k`` (or ``--data TRAIN --test-data TEST`` shards);
+2. models: trains the classifier and the autoencoder, or reuses them from ``--work-dir``
+   (cached by a hash of the data and the training settings, so a second run never retrains);
+3. bundle: exports both to ONNX (``tig_batch.export.export_checkpoints``), also cached;
+4. explain: every method on the test split through ``tig_batch.runner.explain_dataset``, the
+   code behind ``tig-batch explain`` (resumable: a rerun keeps finished outputs);
+5. ablations (each one flag away, on the first ``--ablation-images`` test images, results
+   cached per variant): Gaussian ``sigma``, tangent dimension ``n``, the optimiser's learning
+   rate x iterations, fixed steps vs stopping at a target ``mu``;
+6. writes ``docs/results.md`` with figures in ``docs/results/``.
+
+    python scripts/reproduce_paper.py --threads 2                   # the main table
+    python scripts/reproduce_paper.py --threads 2 --all-ablations   # and every ablation
+    python scripts/reproduce_paper.py --quick --out /tmp/r/results.md  # a smoke run
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tig_batch.backends import Bundle, SessionSettings, load_bundle
+from tig_batch.data import (
+    BUILTIN_DATASETS,
+    DatasetInfo,
+    Records,
+    ShardSpec,
+    builtin_dataset,
+    cache_dir,
+    iter_batches,
+    open_dataset,
+    write_shards,
+)
+from tig_batch.engine import (
+    BaselineSearch,
+    alignment,
+    gradient,
+    integrated_gradients,
+    make_baselines,
+    optimal_baselines,
+    tangent_space,
+)
+from tig_batch.errors import DataError, ModelError, TigBatchError
+from tig_batch.pipeline import METHODS, ExplainConfig
+from tig_batch.report import (
+    Scores,
+    density_figure,
+    examples_figure,
+    load_examples,
+    read_scores,
+    select_examples,
+    summarize_scores,
+)
+from tig_batch.runner import RunOptions, explain_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+PAPER_MU = 0.91  # the paper's headline: tangentially aligned IG with mean mu > 0.91
+Log = Callable[[str], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What is trained and how it is explained. :data:`FULL` is ``tig-batch explain``'s
+    defaults with the quickstart's training; :data:`QUICK` is a smoke run for tests."""
+
+    classifier_epochs: int = 10
+    autoencoder_epochs: int = 20
+    max_steps: int | None = None
+    latent_dim: int = 16
+    seed: int = 0
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    n_images: int | None = None  # None: the whole test split
+    batch_size: int = 64
+    n_examples: int = 8
+    ablation_images: int = 200
+
+
+FULL = Settings()
+QUICK = Settings(
+    classifier_epochs=1, autoencoder_epochs=1, max_steps=20, n_images=12, batch_size=6,
+    explain=ExplainConfig(
+        n_steps=8, search=BaselineSearch(n_iterations=3, n_steps=8), smoothgrad_samples=3
+    ),
+    n_examples=4, ablation_images=6,
+)  # fmt: skip
+
+# Ablation grids: --all-ablations runs each with these values.
+SIGMAS = (0.1, 0.25, 0.5, 1.0)
+LATENTS = (8, 16, 32, 64)
+SEARCH_LRS = (0.1, 0.5, 2.0)
+SEARCH_ITERATIONS = (10, 50)
+TARGET_MUS = (0.7, 0.8)
+OPTIMIZERS = ("ascent", "projection")  # BaselineSearch.optimizer, where this tig-batch has it
+
+
+def digest(value: object) -> str:
+    """A short stable hash of anything JSON can write (dataclasses become dicts)."""
+    text = json.dumps(value, sort_keys=True, default=lambda o: dataclasses.asdict(o))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and models
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Splits:
+    name: str  # what results.md calls the dataset
+    train: Path
+    test: Path
+
+    def identity(self) -> list:
+        """What the trained models depend on: the shards' paths, sizes and modification times."""
+        files = [s.path for p in (self.train, self.test) for s in open_dataset(p).shards]
+        return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def resolve_splits(data: str, test_data: str | None) -> Splits:
+    """The built-in dataset's two splits, or ``data`` (train) and ``test_data`` shards."""
+    if data in BUILTIN_DATASETS:
+        return Splits(data, builtin_dataset(data, "train"), builtin_dataset(data, "test"))
+    train = Path(data)
+    if not train.exists():
+        raise DataError(
+            f"{data}: no such dataset file or directory, and not a built-in dataset "
+            f"({', '.join(BUILTIN_DATASETS)})"
+        )
+    if test_data is None:
+        raise DataError(f"{data}: give its test split with --test-data (a file or directory)")
+    if not Path(test_data).exists():
+        raise DataError(f"{test_data}: no such test dataset file or directory")
+    splits = Splits(str(data), train, Path(test_data))
+    if open_dataset(train).shape != open_dataset(splits.test).shape:
+        raise DataError(f"{test_data}: test images differ in shape from {data}")
+    return splits
+
+
+def train_model(
+    kind: str, path: Path, splits: Splits, settings: Settings, latent: int, threads: int | None,
+    log: Log,
+) -> dict:  # fmt: skip
+    """The test metrics of the checkpoint ``path``, training it first unless it is there."""
+    from tig_batch.models import (
+        TrainConfig,
+        checkpoint_paths,
+        load_checkpoint,
+        save_checkpoint,
+        train_autoencoder,
+        train_classifier,
+    )
+
+    try:
+        load_checkpoint(path, kind)
+        log(f"{kind}{'' if kind == 'classifier' else f' n={latent}'}: reusing {path}.pt")
+        return json.loads(checkpoint_paths(path)[2].read_text())
+    except (ModelError, DataError, OSError, ValueError):
+        pass
+    epochs = settings.classifier_epochs if kind == "classifier" else settings.autoencoder_epochs
+    log(f"{kind}{'' if kind == 'classifier' else f' n={latent}'}: training {epochs} epoch(s)")
+    config = TrainConfig(
+        epochs=epochs, seed=settings.seed, max_steps=settings.max_steps, threads=threads
+    )
+    train, test = open_dataset(splits.train), open_dataset(splits.test)
+    if kind == "classifier":
+        result = train_classifier(train, test, config, progress=False)
+    else:
+        result = train_autoencoder(train, test, config, latent_dim=latent, progress=False)
+    save_checkpoint(path, result.model, result.metadata)
+    return result.metrics
+
+
+def bundle_for(models: Path, latent: int, log: Log) -> Path:
+    """The ONNX bundle of the classifier and the ``latent`` autoencoder, exported once."""
+    from tig_batch._bundle import read_manifest, sha256
+    from tig_batch.export import export_checkpoints
+    from tig_batch.models import checkpoint_paths
+
+    bundle = models / f"bundle-n{latent}"
+    checkpoints = {"classifier": models / "classifier", "autoencoder": models / f"ae-n{latent}"}
+    try:
+        files = read_manifest(bundle).files
+        if all(
+            files.get(f"torch/{kind}.pt") == sha256(checkpoint_paths(path)[0])
+            for kind, path in checkpoints.items()
+        ):
+            log(f"bundle n={latent}: reusing {bundle}")
+            return bundle
+    except (ModelError, DataError, OSError, ValueError):
+        pass
+    log(f"bundle n={latent}: exporting to ONNX in {bundle}")
+    export_checkpoints(
+        checkpoints["autoencoder"], bundle, checkpoint=checkpoints["classifier"], overwrite=True
+    )
+    return bundle
+
+
+@dataclass
+class Models:
+    """The models directory, each model's test metrics, and what had to be trained."""
+
+    directory: Path
+    metrics: dict[str, dict] = field(default_factory=dict)
+
+
+def ensure_models(
+    work: Path, splits: Splits, settings: Settings, latents: Sequence[int],
+    threads: int | None, log: Log,
+) -> Models:  # fmt: skip
+    """Train (or reuse) the classifier and one autoencoder per latent size; export bundles."""
+    key = digest(
+        {
+            "data": splits.identity(),
+            "epochs": [settings.classifier_epochs, settings.autoencoder_epochs],
+            "max_steps": settings.max_steps,
+            "seed": settings.seed,
+        }
+    )
+    models = Models(work / f"models-{key}")
+    models.metrics["classifier"] = train_model(
+        "classifier", models.directory / "classifier", splits, settings, 0, threads, log
+    )
+    for n in dict.fromkeys(latents):
+        path = models.directory / f"ae-n{n}"
+        models.metrics[f"ae-n{n}"] = train_model(
+            "autoencoder", path, splits, settings, n, threads, log
+        )
+        bundle_for(models.directory, n, log)
+    return models
+
+
+def first_images(test: Path, n_images: int | None, directory: Path) -> Path:
+    """The first ``n_images`` test images as one shard (the test split itself for all)."""
+    info = open_dataset(test)
+    if n_images is None or n_images >= info.count:
+        return test
+    path = directory / f"test-first{n_images}.h5"
+    if path.is_file():
+        return path
+    batch = read_images(info, n_images)
+    lo, hi = info.value_range
+    if info.dtype == "uint8":  # store the shard's own uint8s, so pixels decode identically
+        stored = np.round((batch["images"] - lo) / (hi - lo) * 255).astype(np.uint8)
+    else:
+        stored = batch["images"]
+    spec = ShardSpec(
+        info.shape, info.dtype, info.value_range, info.channel_layout, info.class_names,
+        split="test", source=f"first {n_images} images of {test}",
+    )  # fmt: skip
+    partial = directory / f".{path.stem}.partial.h5"
+    write_shards([Records(stored, batch["labels"], batch["ids"])], partial, spec, overwrite=True)
+    partial.replace(path)
+    return path
+
+
+def read_images(info: DatasetInfo, n_images: int) -> dict[str, np.ndarray]:
+    """The first ``n_images`` images (decoded float32), labels (or None) and ids of a dataset."""
+    parts: dict[str, list] = {"images": [], "labels": [], "ids": []}
+    seen = 0
+    for batch in iter_batches(info, 256):
+        take = min(len(batch), n_images - seen)
+        parts["images"].append(batch.images[:take])
+        parts["labels"].append(None if batch.labels is None else batch.labels[:take])
+        parts["ids"].append(np.asarray(batch.ids)[:take])
+        seen += take
+        if seen == n_images:
+            break
+    labels = None if parts["labels"][0] is None else np.concatenate(parts["labels"])
+    return {
+        "images": np.concatenate(parts["images"]),
+        "labels": labels,
+        "ids": np.concatenate(parts["ids"]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The main comparison: every method through `tig-batch explain`'s path
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One method's statistics of ``mu`` (over finite values) and its output gap."""
+
+    method: str
+    count: int
+    mean: float
+    q25: float
+    median: float
+    q75: float
+    above_chance: float
+    mean_gap: float | None
+    flagged: int
+
+
+def rows_from_scores(scores: Scores) -> list[Row]:
+    """Per method: mean, quartiles and share above chance of ``mu``; the mean output gap."""
+    rows = []
+    for summary in summarize_scores(scores):
+        mu = scores.alignment[summary.method]
+        finite = mu[np.isfinite(mu)]
+        q25, q75 = (float(q) for q in np.percentile(finite, [25, 75])) if finite.size else (
+            float("nan"), float("nan"))  # fmt: skip
+        rows.append(
+            Row(
+                summary.method, summary.count, summary.mean, q25, summary.median, q75,
+                summary.above_chance, summary.mean_output_gap, summary.flagged,
+            )
+        )  # fmt: skip
+    return rows
+
+
+def explain_test_split(
+    bundle: Bundle, inputs: Path, out: Path, settings: Settings, on_images: Callable[[int], None]
+) -> list[Path]:
+    """Every method on every test image, with the same call ``tig-batch explain`` makes."""
+    config = dataclasses.replace(settings.explain, methods=METHODS, seed=settings.seed)
+    return explain_dataset(
+        bundle, [inputs], out, config, RunOptions(settings.batch_size), on_images
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Ablations: engine calls on the first images, one variant per line
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of an ablation: an explainer (``tangential``, a base-point kind or
+    ``gradient``) and its settings. Adding a variant to an ablation is one line."""
+
+    label: str
+    method: str
+    search: BaselineSearch | None = None
+    sigma: float | None = None
+    latent: int | None = None
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    title: str
+    question: str
+    variants: tuple[Variant, ...]
+
+
+def sigma_ablation(sigmas: Sequence[float]) -> Ablation:
+    return Ablation(
+        "sigma", "Gaussian base-point sigma",
+        "How does the noise scale of the Gaussian base-point `clip(x + N(0, sigma^2))` change "
+        "its alignment and its output gap?",
+        tuple(Variant(f"sigma {s:g}", "gaussian", sigma=s) for s in sigmas),
+    )  # fmt: skip
+
+
+def latent_ablation(latents: Sequence[int], search: BaselineSearch) -> Ablation:
+    rows = []
+    for n in latents:  # the chance level sqrt(r/d) grows with n: compare mu against it
+        rows += [
+            Variant(f"n={n} tangential", "tangential", search=search, latent=n),
+            Variant(f"n={n} zero", "zero", latent=n),
+            Variant(f"n={n} gradient", "gradient", latent=n),
+        ]
+    return Ablation(
+        "latent", "Tangent dimension n",
+        "How do alignment and the chance level change with the autoencoder's latent size n "
+        "(one autoencoder trained per n)?",
+        tuple(rows),
+    )  # fmt: skip
+
+
+def search_ablation(
+    search: BaselineSearch, lrs: Sequence[float], iterations: Sequence[int]
+) -> Ablation:
+    return Ablation(
+        "search", "Optimiser learning rate x iterations",
+        "How much alignment do the step length (normalised l2 step, input units) and the number "
+        "of ascent iterations buy, and at what cost in output gap?",
+        tuple(
+            Variant(f"lr {lr:g}, {k} iterations", "tangential",
+                    search=dataclasses.replace(search, lr=lr, n_iterations=k))
+            for lr in lrs for k in iterations
+        ),
+    )  # fmt: skip
+
+
+def has_setting(name: str) -> bool:
+    """Whether this tig-batch's :class:`BaselineSearch` has the setting ``name``."""
+    return name in {f.name for f in dataclasses.fields(BaselineSearch)}
+
+
+def adaptive_ablation(search: BaselineSearch, target_mus: Sequence[float]) -> Ablation:
+    variants = [Variant(f"fixed: {search.n_iterations} iterations", "tangential", search=search)]
+    variants += [
+        Variant(f"stop at mu >= {t:g}", "tangential", search=replace(search, target_mu=t))
+        for t in target_mus
+    ]  # fmt: skip
+    if has_setting("adaptive_lr"):  # per-image step size, alone and with the first target
+        adaptive = replace(search, adaptive_lr=True)
+        variants += [
+            Variant("per-image step size", "tangential", search=adaptive),
+            Variant(f"per-image step size, stop at mu >= {target_mus[0]:g}", "tangential",
+                    search=replace(adaptive, target_mu=target_mus[0])),
+        ]  # fmt: skip
+    return Ablation(
+        "adaptive", "Fixed vs adaptive steps",
+        f"Every image takes {search.n_iterations} steps of one length, or stops once its mu "
+        "(measured with the search's own quadrature) reaches a target"
+        + (", or adapts its own step size" if has_setting("adaptive_lr") else "")
+        + ": how many gradient evaluations does that save, and what does it cost in mu?",
+        tuple(variants),
+    )  # fmt: skip
+
+
+def optimizer_ablation(search: BaselineSearch) -> Ablation:
+    if not has_setting("optimizer"):
+        raise ModelError(
+            "--ablate-optimizer needs BaselineSearch.optimizer, which this tig-batch lacks"
+        )
+    return Ablation(
+        "optimizer", "Base-point optimisers",
+        "The paper-style gradient ascent against the faster optimiser: mean mu and output gap "
+        "at the gradient evaluations each spends.",
+        tuple(
+            Variant(f"{name}", "tangential", search=replace(search, optimizer=name))
+            for name in OPTIMIZERS
+        ),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """Per image: ``mu``, chance level, output gap (NaN for gradients), search iterations and
+    model gradient evaluations (search only); and the seconds the variant took."""
+
+    mu: np.ndarray
+    chance: np.ndarray
+    gap: np.ndarray
+    iterations: np.ndarray
+    evaluations: np.ndarray
+    degenerate: np.ndarray
+    seconds: float
+
+
+def run_variant(
+    bundle: Bundle, images: torch.Tensor, ids: torch.Tensor, variant: Variant,
+    config: ExplainConfig,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """One variant on one batch: the engine calls the pipeline makes for that method."""
+    model, n = bundle.classifier, len(images)
+    target = model.logits(images).argmax(1)
+    tangent = tangent_space(bundle.manifold, images, config.rtol)
+    ibs = config.internal_batch_size
+    iterations, evaluations = np.zeros(n), np.zeros(n)
+    degenerate = np.zeros(n, dtype=bool)
+    if variant.method == "gradient":
+        result = gradient(model, images, target, ibs)
+    else:
+        if variant.method == "tangential":
+            search = optimal_baselines(
+                model, images, tangent, target, config.value_range,
+                variant.search or config.search, ids, ibs,
+            )  # fmt: skip
+            baselines = search.baselines
+            iterations = search.iterations.cpu().numpy().astype(float)
+            evaluations = np.full(n, search.n_gradient_evaluations / n)
+            degenerate = search.degenerate.cpu().numpy()
+        else:
+            sigma = config.gaussian_sigma if variant.sigma is None else variant.sigma
+            baselines = make_baselines(
+                variant.method, images, config.value_range, sigma=sigma, seed=config.seed,
+                sample_ids=ids,
+            )  # fmt: skip
+        result = integrated_gradients(
+            model, images, baselines, target, config.n_steps, config.method, ibs
+        )
+    gap = np.full(n, np.nan) if result.output_gap is None else result.output_gap.cpu().numpy()
+    return {
+        "mu": alignment(result.attributions, tangent.basis).cpu().numpy(),
+        "chance": tangent.chance_level.cpu().numpy(),
+        "gap": gap,
+        "iterations": iterations,
+        "evaluations": evaluations,
+        "degenerate": degenerate,
+    }
+
+
+def ablation_result(
+    bundle: Bundle, data: dict[str, np.ndarray], variant: Variant, config: ExplainConfig,
+    batch_size: int, cache: Path, bar: tqdm,
+) -> VariantResult:  # fmt: skip
+    """A variant's results over the ablation images, computed once and cached in ``cache``."""
+    what = [variant.method, variant.search, variant.sigma]  # not the label: rows may share
+    key = digest([what, config, bundle.manifest.files, data["ids"].tolist(), batch_size])
+    path = cache / f"{key}.npz"
+    if path.is_file():
+        stored = np.load(path)
+        bar.update(len(data["ids"]))
+        return VariantResult(**{k: stored[k] for k in stored.files if k != "seconds"},
+                             seconds=float(stored["seconds"]))  # fmt: skip
+    start, parts = time.perf_counter(), []
+    for first in range(0, len(data["ids"]), batch_size):
+        rows = slice(first, first + batch_size)
+        images = torch.as_tensor(data["images"][rows])
+        ids = torch.arange(first, first + len(images))  # dataset positions, as explain numbers
+        parts.append(run_variant(bundle, images, ids, variant, config))
+        bar.update(len(images))
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    seconds = time.perf_counter() - start
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, seconds=seconds, **merged)
+    return VariantResult(**merged, seconds=seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/results.md
+# ---------------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 3, percent: bool = False) -> str:
+    if value is None:
+        return ""
+    if not np.isfinite(value):
+        return "n/a"
+    return f"{100 * value:.0f}%" if percent else f"{value:.{digits}f}"
+
+
+MAIN_HEADER = ("method", "n", "mean mu", "q25", "median", "q75", "above chance", "mean gap",
+               "flagged")  # fmt: skip
+
+
+def main_table(rows: Sequence[Row]) -> str:
+    lines = ["| " + " | ".join(MAIN_HEADER) + " |", "|---|" + "---:|" * (len(MAIN_HEADER) - 1)]
+    for r in rows:
+        cells = [
+            r.method, str(r.count), fmt(r.mean), fmt(r.q25), fmt(r.median), fmt(r.q75),
+            fmt(r.above_chance, percent=True), fmt(r.mean_gap), str(r.flagged),
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def headline(rows: Sequence[Row]) -> str:
+    """How the tangential row compares with the paper's claim, in words, from the numbers."""
+    by = {r.method: r for r in rows}
+    if "tangential" not in by:
+        return "The tangential method did not run, so the headline cannot be checked."
+    t = by["tangential"]
+    others = [r for r in rows if r.method != "tangential" and np.isfinite(r.mean)]
+    best = max(others, key=lambda r: r.mean)
+    beaten = [r.method for r in others if r.mean >= t.mean]
+    parts = [
+        f"- Paper: tangentially aligned IG reaches mean `mu > {PAPER_MU}`. Here: mean "
+        f"`mu = {t.mean:.3f}` (median {t.median:.3f}, quartiles {t.q25:.3f} to {t.q75:.3f}), "
+        + ("**meeting** it." if t.mean > PAPER_MU else "**short of** it."),
+        "- Paper: above every common base-point and every gradient explainer. Here: "
+        + (f"**yes**; the next best is {best.method} at {best.mean:.3f}."
+           if not beaten else f"**no**; {', '.join(beaten)} score(s) as high or higher."),
+    ]  # fmt: skip
+    if "zero" in by and t.mean_gap is not None and by["zero"].mean_gap:
+        zero = by["zero"]
+        parts.append(
+            f"- The price in output gap: tangential's mean gap `f_c(x) - f_c(a*)` is "
+            f"{t.mean_gap:.2f} against the zero base-point's {zero.mean_gap:.2f} "
+            f"({t.mean_gap / zero.mean_gap:.0%} of it); {t.flagged} of {t.count} tangential "
+            "base-points are flagged degenerate (gap below 10% of the zero base-point's)."
+        )
+    return "\n".join(parts)
+
+
+def ablation_table(ablation: Ablation, results: dict[str, VariantResult]) -> str:
+    header = ("variant", "n", "chance", "mean mu", "median", "above chance", "mean gap",
+              "mean iterations", "grad evals / image", "degenerate", "seconds")  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for variant in ablation.variants:
+        r = results[variant.label]
+        finite = np.isfinite(r.mu)
+        mu, searched = r.mu[finite], variant.method == "tangential"
+        gap = r.gap[np.isfinite(r.gap)]
+        cells = [
+            variant.label, str(int(finite.sum())), fmt(float(np.mean(r.chance))),
+            fmt(float(mu.mean()) if mu.size else np.nan),
+            fmt(float(np.median(mu)) if mu.size else np.nan),
+            fmt(float((mu > r.chance[finite]).mean()) if mu.size else np.nan, percent=True),
+            fmt(float(gap.mean())) if gap.size else "",
+            fmt(float(r.iterations.mean()), 1) if searched else "",
+            fmt(float(r.evaluations.mean()), 0) if searched else "",
+            str(int(r.degenerate.sum())) if searched else "",
+            fmt(r.seconds, 0),
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@dataclass
+class Report:
+    """Everything results.md shows; filled in as the steps finish."""
+
+    command: str
+    splits: Splits
+    settings: Settings
+    backend: str
+    threads: int | None
+    models: Models | None = None
+    rows: list[Row] = field(default_factory=list)
+    chance: float = float("nan")
+    n_images: int = 0
+    figures: dict[str, Path] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    ablations: list[tuple[Ablation, dict[str, VariantResult]]] = field(default_factory=list)
+    ablation_images: int = 0
+    notes: list[str] = field(default_factory=list)
+    explain_seconds: float = float("nan")
+    explain_reused: bool = False
+
+
+def model_lines(report: Report) -> list[str]:
+    if report.models is None:
+        return []
+    lines = []
+    for name, metrics in report.models.metrics.items():
+        if name == "classifier":
+            lines.append(
+                f"- classifier (SmallCNN, {report.settings.classifier_epochs} epochs): test "
+                f"accuracy {metrics.get('test_accuracy', float('nan')):.4f} (trained in "
+                f"{metrics.get('train_seconds', float('nan')):.0f} s)"
+            )
+        else:
+            lines.append(
+                f"- autoencoder {name.removeprefix('ae-')} ({report.settings.autoencoder_epochs} "
+                f"epochs): test MSE {metrics.get('test_mse', float('nan')):.4f} per pixel "
+                f"(trained in {metrics.get('train_seconds', float('nan')):.0f} s)"
+            )
+    lines.append(f"- models and bundles: `{report.models.directory}`")
+    return lines
+
+
+def render(report: Report, out: Path) -> str:
+    e = report.settings.explain
+    rel = {k: os.path.relpath(v, out.parent) for k, v in report.figures.items()}
+    search = e.search
+    lines = [
+        "# Reproducing the paper: tangential alignment of explanations",
+        "",
+        "Generated by `scripts/reproduce_paper.py` with the command below. Steps an earlier "
+        "invocation finished (trained models, bundles, explanations, ablation variants) are "
+        "reused from its work directory, with the times measured when they were computed.",
+        "",
+        "```bash",
+        report.command,
+        "```",
+        "",
+        f"Dataset `{report.splits.name}`: train `{report.splits.train}`, test "
+        f"`{report.splits.test}`; "
+        + (
+            f"{report.n_images} test images explained with every method through "
+            "`tig_batch.runner.explain_dataset` (the code of `tig-batch explain`)"
+            if report.rows
+            else "the main comparison was left out of this run (`--skip-main`)"
+        )
+        + f"; {report.backend} backend, {report.threads or 'default'} thread(s).",
+        "",
+        f"Settings: IG rule {e.method}, n_steps {e.n_steps}; tangential base-point: "
+        f"{search.gradient} ascent from the {search.init} base-point, normalised step lr "
+        f"{search.lr:g}, {search.n_iterations} iterations, {search.n_steps} nodes inside the "
+        f"loop, best iterate kept; Gaussian sigma {e.gaussian_sigma:g}; blur sigma "
+        f"{e.blur_sigma:g}; SmoothGrad sigma {e.smoothgrad_sigma:g} with "
+        f"{e.smoothgrad_samples} samples; target: the predicted class's logit.",
+        "",
+        "## Models",
+        "",
+        *model_lines(report),
+        "",
+    ]
+    if report.rows:
+        lines += [
+            "## Alignment per method",
+            "",
+            "`mu = ||U^T v|| / ||v||` is the share of an explanation `v` in the tangent space of "
+            "the data manifold; q25/q75 are its quartiles; *above chance* is the share of images "
+            "whose `mu` exceeds their own chance level `sqrt(r/d)`. Read `mu` with the mean "
+            "output gap `f_c(x) - f_c(a)` (IG methods): an explanation of almost no change in "
+            "the output explains nothing, however well aligned. *flagged*: images with a flag "
+            "(a degenerate tangential base-point, or a zero explanation).",
+            "",
+            main_table(report.rows),
+            "",
+            f"Chance level `sqrt(r/d)`: {report.chance:.3f} (mean over images).",
+            "",
+            "### Against the paper's headline",
+            "",
+            headline(report.rows),
+            "",
+        ]
+    if "density" in rel:
+        lines += [f"![Density of mu per method]({rel['density']})", ""]
+    if "examples" in rel:
+        lines += [f"![Example explanations]({rel['examples']})", ""]
+    if report.ablations:
+        lines += [
+            "## Ablations: the paper's open questions",
+            "",
+            f"Each on the first {report.ablation_images} test images, with the engine calls "
+            "the pipeline makes (`optimal_baselines`, `integrated_gradients`, `alignment`) and "
+            "the main run's settings except the one varied. *grad evals / image*: model "
+            "gradient evaluations of the base-point search (the final IG adds n_steps). "
+            "*seconds*: wall time of the variant on the loaded machine (noise: compare "
+            "within one table only).",
+            "",
+        ]
+        for ablation, results in report.ablations:
+            lines += [f"### {ablation.title}", "", ablation.question, "",
+                      ablation_table(ablation, results), ""]  # fmt: skip
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())
+    lines += ["## Wall time", "", f"This invocation: {timing}."]
+    if report.rows:
+        how = "by an earlier invocation, reused here" if report.explain_reused else "here"
+        rate = report.n_images / report.explain_seconds if report.explain_seconds else np.nan
+        lines += [
+            "",
+            f"Explaining the {report.n_images} test images with all {len(METHODS)} methods "
+            f"took {report.explain_seconds:.0f} s ({rate:.2f} images/s), computed {how}.",
+        ]
+    lines.append("")
+    if report.notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in report.notes], ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------
+
+
+def float_list(positive: bool = True, at_most: float | None = None) -> Callable:
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None):
+        if value is None:
+            return None
+        try:
+            values = tuple(float(v) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r} is not a comma-separated list of numbers"
+            ) from None
+        bad = [v for v in values if not np.isfinite(v) or (positive and v <= 0)
+               or (at_most is not None and v > at_most)]  # fmt: skip
+        if not values or bad:
+            limit = f" and at most {at_most:g}" if at_most is not None else ""
+            raise click.BadParameter(f"values must be numbers > 0{limit}; got {value!r}")
+        return values
+
+    return parse
+
+
+def int_list(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    try:
+        values = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"values must be integers >= 1; got {value!r}")
+    return values
+
+
+def invoked_command(ctx: click.Context) -> str:
+    """The command line that gives this run: the script and every option given to it."""
+    parts = ["python", "scripts/reproduce_paper.py"]
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if source is None or source.name != "COMMANDLINE":
+            continue
+        flag = max(param.opts, key=len)
+        value = ctx.params[param.name]
+        if isinstance(param, click.Option) and param.is_flag:
+            parts.append(flag)
+        else:
+            raw = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) \
+                if isinstance(value, tuple) else str(value)  # fmt: skip
+            parts += [flag, raw]
+    return shlex.join(parts)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--data",
+    default="mnist-5k",
+    show_default=True,
+    metavar="DATASET",
+    help="A built-in dataset, or training shards (file or directory).",
+)
+@click.option("--test-data", metavar="PATH", help="Test shards when --data is a path.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=REPO / "docs" / "results.md",
+    show_default="docs/results.md",
+    help="The Markdown page; figures go to a folder named like it beside it.",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Models, bundles, explanations, ablation results [default: $TIG_BATCH_CACHE/reproduce].",
+)
+@click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True)
+@click.option("--threads", type=click.IntRange(1), help="CPU threads for torch and ONNX Runtime.")
+@click.option("--n-images", type=click.IntRange(1), help="Explain only the first N test images.")
+@click.option(
+    "--ablation-images",
+    type=click.IntRange(1),
+    help="Test images per ablation [default: 200; --quick: 6].",
+)
+@click.option(
+    "--ablate-sigma",
+    callback=float_list(),
+    metavar="S1,S2,...",
+    help="Gaussian base-point sigmas, e.g. 0.1,0.25,0.5,1.0.",
+)
+@click.option(
+    "--ablate-latent",
+    callback=int_list,
+    metavar="N1,N2,...",
+    help="Latent sizes n (one autoencoder each), e.g. 8,16,32,64.",
+)
+@click.option("--ablate-search", is_flag=True, help="Learning rate x iterations grid.")
+@click.option(
+    "--search-lrs",
+    callback=float_list(),
+    metavar="LR1,...",
+    help=f"The grid's learning rates [default: {','.join(map(str, SEARCH_LRS))}].",
+)
+@click.option(
+    "--search-iterations",
+    callback=int_list,
+    metavar="K1,...",
+    help=f"The grid's iterations [default: {','.join(map(str, SEARCH_ITERATIONS))}].",
+)
+@click.option(
+    "--ablate-adaptive", is_flag=True, help="Fixed vs adaptive steps (target mu, step size)."
+)
+@click.option(
+    "--ablate-optimizer", is_flag=True, help=f"Base-point optimisers: {', '.join(OPTIMIZERS)}."
+)
+@click.option(
+    "--target-mus",
+    callback=float_list(at_most=1.0),
+    metavar="MU1,...",
+    help=f"Targets for --ablate-adaptive [default: {','.join(map(str, TARGET_MUS))}].",
+)
+@click.option("--all-ablations", is_flag=True, help="Run every ablation with its default grid.")
+@click.option(
+    "--skip-main",
+    is_flag=True,
+    help="Only the ablations: leave the main comparison out of this run's page.",
+)
+@click.option("--quick", is_flag=True, help="Tiny settings: a smoke test, numbers mean nothing.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@click.pass_context
+def main(ctx: click.Context, **opts) -> None:
+    """Train or reuse the models, explain the test split with every method, run the
+    ablations asked for, and write the results page with its figures.
+
+    \b
+    Example:
+        python scripts/reproduce_paper.py --threads 2 --all-ablations
+    """
+    try:
+        run(opts, invoked_command(ctx))
+    except TigBatchError as error:
+        exception = click.ClickException(" ".join(str(error).split("\n")))
+        exception.exit_code = 2
+        raise exception from None
+
+
+def requested_ablations(opts: dict, settings: Settings) -> list[Ablation]:
+    every = opts["all_ablations"]
+    search = settings.explain.search
+    sigmas = opts["ablate_sigma"] or (SIGMAS if every else None)
+    latents = opts["ablate_latent"] or (LATENTS if every else None)
+    found = []  # cheapest first; the latent ablation trains autoencoders, so it runs last
+    if sigmas:
+        found.append(sigma_ablation(sigmas))
+    if opts["ablate_adaptive"] or every:
+        found.append(adaptive_ablation(search, opts["target_mus"] or TARGET_MUS))
+    if opts["ablate_optimizer"] or (every and has_setting("optimizer")):
+        found.append(optimizer_ablation(search))
+    if opts["ablate_search"] or every:
+        lrs = opts["search_lrs"] or SEARCH_LRS
+        found.append(search_ablation(search, lrs, opts["search_iterations"] or SEARCH_ITERATIONS))
+    if latents:
+        found.append(latent_ablation(latents, search))
+    return found
+
+
+def run(opts: dict, command: str) -> None:
+    """Models, then the main comparison, then each ablation; the page is rewritten after each
+    step, so an interrupted run leaves the results of every finished step."""
+    settings = QUICK if opts["quick"] else FULL
+    settings = dataclasses.replace(
+        settings,
+        n_images=opts["n_images"] or settings.n_images,
+        ablation_images=opts["ablation_images"] or settings.ablation_images,
+    )
+    quiet, threads = opts["quiet"], opts["threads"]
+    say: Log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
+    if threads:
+        torch.set_num_threads(threads)
+    ablations = requested_ablations(opts, settings)
+    splits = resolve_splits(opts["data"], opts["test_data"])
+    work, out = opts["work_dir"] or cache_dir() / "reproduce", opts["out"]
+    for directory in (work, out.parent / out.stem):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DataError(f"{directory}: cannot create it ({error.strerror})") from None
+    report = Report(command, splits, settings, opts["backend"], threads)
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        report.seconds[step] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        out.write_text(render(report, out))
+
+    report.models = ensure_models(work, splits, settings, [settings.latent_dim], threads, say)
+    lap("models")
+    if not opts["skip_main"]:
+        main_comparison(report, out, opts["backend"], quiet, say)
+        lap("explain and figures")
+        say(f"wrote {out}")
+    if ablations:
+        info = open_dataset(splits.test)
+        data = read_images(info, min(settings.ablation_images, info.count))
+        report.ablation_images = len(data["ids"])
+    for ablation in ablations:
+        latents = [v.latent for v in ablation.variants if v.latent is not None]
+        if latents:
+            more = ensure_models(work, splits, settings, latents, threads, say)
+            report.models.metrics.update(more.metrics)
+        report.ablations.append((ablation, run_ablation(ablation, data, report, quiet)))
+        lap(f"ablation {ablation.name}")
+        say(f"wrote {out} ({ablation.name})")
+
+
+def open_bundle(report: Report, latent: int | None = None) -> Bundle:
+    """The bundle of the classifier and the autoencoder with latent size ``latent``."""
+    n = latent or report.settings.latent_dim
+    session = SessionSettings(report.threads)
+    return load_bundle(report.models.directory / f"bundle-n{n}", report.backend, session)
+
+
+def main_comparison(report: Report, out: Path, backend: str, quiet: bool, log: Log) -> None:
+    """Explain the test split with every method (resuming), then the table and figures."""
+    settings, models = report.settings, report.models.directory
+    inputs = first_images(report.splits.test, settings.n_images, models)
+    report.n_images = open_dataset(inputs).count
+    job = [settings.explain, settings.seed, settings.batch_size, inputs.name, backend]
+    explained = models / f"explained-{digest(job)}"
+    log(f"explain: {report.n_images} test images, {len(METHODS)} methods -> {explained}")
+    timing, finished = explained / "seconds.json", (explained / inputs.name).is_file()
+    before = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
+    start = time.perf_counter()
+    with tqdm(total=report.n_images, desc="explain", unit="img", disable=quiet,
+              file=sys.stderr) as bar:  # fmt: skip
+        outputs = explain_test_split(open_bundle(report), inputs, explained, settings, bar.update)
+    if not finished:  # the compute time of the explanations, over resumed runs too
+        timing.write_text(json.dumps({"seconds": before + time.perf_counter() - start}))
+    report.explain_seconds = before if finished else before + time.perf_counter() - start
+    report.explain_reused = finished
+    scores = read_scores(outputs)
+    report.rows, report.chance = rows_from_scores(scores), scores.chance_level
+    figures = out.parent / out.stem
+    report.figures["density"] = density_figure(scores, figures)
+    examples, notes = load_examples(select_examples(outputs, None, settings.n_examples))
+    report.notes += notes
+    report.figures["examples"] = examples_figure(examples, figures)
+
+
+def run_ablation(
+    ablation: Ablation, data: dict[str, np.ndarray], report: Report, quiet: bool
+) -> dict[str, VariantResult]:
+    """Every variant of one ablation on the ablation images (cached per variant)."""
+    results, bundles = {}, {}
+    total = len(ablation.variants) * len(data["ids"])
+    with tqdm(total=total, desc=f"ablation {ablation.name}", unit="img", disable=quiet,
+              file=sys.stderr) as bar:  # fmt: skip
+        for variant in ablation.variants:
+            if variant.latent not in bundles:
+                bundles[variant.latent] = open_bundle(report, variant.latent)
+            results[variant.label] = ablation_result(
+                bundles[variant.latent], data, variant, report.settings.explain,
+                report.settings.batch_size, report.models.directory / "ablations", bar,
+            )  # fmt: skip
+    return results
+
+
+if __name__ == "__main__":
+    main()
