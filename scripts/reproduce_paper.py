@@ -71,7 +71,7 @@ from tig_batch.report import (
     select_examples,
     summarize_scores,
 )
-from tig_batch.runner import RunOptions, explain_dataset
+from tig_batch.runner import RunOptions, make_output_dir, plan, run_task
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_MU = 0.91  # the paper's headline: tangentially aligned IG with mean mu > 0.91
@@ -95,9 +95,10 @@ class Settings:
     seed: int = 0
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     n_images: int | None = None  # None: the whole test split
-    batch_size: int = 64
+    batch_size: int = 50
     n_examples: int = 8
     ablation_images: int = 200
+    shard_size: int = 100  # images per explained shard: the unit of a partial result
 
 
 FULL = Settings()
@@ -106,7 +107,7 @@ QUICK = Settings(
     explain=ExplainConfig(
         n_steps=8, search=BaselineSearch(n_iterations=3, n_steps=8), smoothgrad_samples=3
     ),
-    n_examples=4, ablation_images=6,
+    n_examples=4, ablation_images=6, shard_size=6,
 )  # fmt: skip
 
 # Ablation grids: --all-ablations runs each with these values.
@@ -118,9 +119,30 @@ TARGET_MUS = (0.7, 0.8)
 OPTIMIZERS = ("ascent", "projection")  # BaselineSearch.optimizer, where this tig-batch has it
 
 
+# Search settings newer than some cached results, at the values that change nothing: left out
+# of cache keys, so adding them to tig-batch does not invalidate finished work.
+NEUTRAL_SETTINGS = {"adaptive_lr": False, "optimizer": "ascent"}
+
+
+def plain(value: object) -> object:
+    """``value`` as JSON-ready lists and dicts (dataclasses by field, neutral settings left
+    out)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if NEUTRAL_SETTINGS.get(f.name, ...) != getattr(value, f.name)
+        }
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
 def digest(value: object) -> str:
-    """A short stable hash of anything JSON can write (dataclasses become dicts)."""
-    text = json.dumps(value, sort_keys=True, default=lambda o: dataclasses.asdict(o))
+    """A short stable hash of settings: the cache key of what they produce."""
+    text = json.dumps(plain(value), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -163,7 +185,7 @@ def resolve_splits(data: str, test_data: str | None) -> Splits:
 
 def train_model(
     kind: str, path: Path, splits: Splits, settings: Settings, latent: int, threads: int | None,
-    log: Log,
+    log: Log, cached_only: bool = False,
 ) -> dict:  # fmt: skip
     """The test metrics of the checkpoint ``path``, training it first unless it is there."""
     from tig_batch.models import (
@@ -181,6 +203,8 @@ def train_model(
         return json.loads(checkpoint_paths(path)[2].read_text())
     except (ModelError, DataError, OSError, ValueError):
         pass
+    if cached_only:
+        raise ModelError(f"{path}.pt: not trained yet, and --cached-only trains nothing")
     epochs = settings.classifier_epochs if kind == "classifier" else settings.autoencoder_epochs
     log(f"{kind}{'' if kind == 'classifier' else f' n={latent}'}: training {epochs} epoch(s)")
     config = TrainConfig(
@@ -230,7 +254,7 @@ class Models:
 
 def ensure_models(
     work: Path, splits: Splits, settings: Settings, latents: Sequence[int],
-    threads: int | None, log: Log,
+    threads: int | None, log: Log, cached_only: bool = False,
 ) -> Models:  # fmt: skip
     """Train (or reuse) the classifier and one autoencoder per latent size; export bundles."""
     key = digest(
@@ -243,24 +267,27 @@ def ensure_models(
     )
     models = Models(work / f"models-{key}")
     models.metrics["classifier"] = train_model(
-        "classifier", models.directory / "classifier", splits, settings, 0, threads, log
-    )
+        "classifier", models.directory / "classifier", splits, settings, 0, threads, log,
+        cached_only,
+    )  # fmt: skip
     for n in dict.fromkeys(latents):
         path = models.directory / f"ae-n{n}"
         models.metrics[f"ae-n{n}"] = train_model(
-            "autoencoder", path, splits, settings, n, threads, log
+            "autoencoder", path, splits, settings, n, threads, log, cached_only
         )
         bundle_for(models.directory, n, log)
     return models
 
 
-def first_images(test: Path, n_images: int | None, directory: Path) -> Path:
-    """The first ``n_images`` test images as one shard (the test split itself for all)."""
+def test_shards(test: Path, n_images: int | None, directory: Path, shard_size: int) -> Path:
+    """The first ``n_images`` test images (None: all) as shards of ``shard_size`` images.
+
+    Explained shard by shard, so a run stopped part-way still reports the shards it finished.
+    """
     info = open_dataset(test)
-    if n_images is None or n_images >= info.count:
-        return test
-    path = directory / f"test-first{n_images}.h5"
-    if path.is_file():
+    n_images = min(n_images or info.count, info.count)
+    path = directory / f"test-first{n_images}-by{shard_size}"
+    if path.is_dir():
         return path
     batch = read_images(info, n_images)
     lo, hi = info.value_range
@@ -272,8 +299,9 @@ def first_images(test: Path, n_images: int | None, directory: Path) -> Path:
         info.shape, info.dtype, info.value_range, info.channel_layout, info.class_names,
         split="test", source=f"first {n_images} images of {test}",
     )  # fmt: skip
-    partial = directory / f".{path.stem}.partial.h5"
-    write_shards([Records(stored, batch["labels"], batch["ids"])], partial, spec, overwrite=True)
+    partial = directory / f".{path.name}.partial"
+    records = Records(stored, batch["labels"], batch["ids"])
+    write_shards([records], partial, spec, shard_size=shard_size, overwrite=True)
     partial.replace(path)
     return path
 
@@ -333,16 +361,6 @@ def rows_from_scores(scores: Scores) -> list[Row]:
             )
         )  # fmt: skip
     return rows
-
-
-def explain_test_split(
-    bundle: Bundle, inputs: Path, out: Path, settings: Settings, on_images: Callable[[int], None]
-) -> list[Path]:
-    """Every method on every test image, with the same call ``tig-batch explain`` makes."""
-    config = dataclasses.replace(settings.explain, methods=METHODS, seed=settings.seed)
-    return explain_dataset(
-        bundle, [inputs], out, config, RunOptions(settings.batch_size), on_images
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,9 +531,10 @@ def run_variant(
 
 def ablation_result(
     bundle: Bundle, data: dict[str, np.ndarray], variant: Variant, config: ExplainConfig,
-    batch_size: int, cache: Path, bar: tqdm,
-) -> VariantResult:  # fmt: skip
-    """A variant's results over the ablation images, computed once and cached in ``cache``."""
+    batch_size: int, cache: Path, bar: tqdm, cached_only: bool = False,
+) -> VariantResult | None:  # fmt: skip
+    """A variant's results over the ablation images, computed once and cached in ``cache``
+    (None when it is not cached and ``cached_only``)."""
     what = [variant.method, variant.search, variant.sigma]  # not the label: rows may share
     key = digest([what, config, bundle.manifest.files, data["ids"].tolist(), batch_size])
     path = cache / f"{key}.npz"
@@ -524,6 +543,8 @@ def ablation_result(
         bar.update(len(data["ids"]))
         return VariantResult(**{k: stored[k] for k in stored.files if k != "seconds"},
                              seconds=float(stored["seconds"]))  # fmt: skip
+    if cached_only:
+        return None
     start, parts = time.perf_counter(), []
     for first in range(0, len(data["ids"]), batch_size):
         rows = slice(first, first + batch_size)
@@ -566,6 +587,18 @@ def main_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def partial_note(report: Report) -> list[str]:
+    """A warning when the main comparison covers only the shards finished so far."""
+    if report.n_images >= report.n_total:
+        return []
+    return [
+        f"**Partial: {report.n_images} of the {report.n_total} test images** (the shards of "
+        f"{report.settings.shard_size} images finished before the run was stopped; the first "
+        "images of the test split). Rerun the same command to complete the rest.",
+        "",
+    ]
+
+
 def headline(rows: Sequence[Row]) -> str:
     """How the tangential row compares with the paper's claim, in words, from the numbers."""
     by = {r.method: r for r in rows}
@@ -598,7 +631,10 @@ def ablation_table(ablation: Ablation, results: dict[str, VariantResult]) -> str
     header = ("variant", "n", "chance", "mean mu", "median", "above chance", "mean gap",
               "mean iterations", "grad evals / image", "degenerate", "seconds")  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    missing = [v.label for v in ablation.variants if v.label not in results]
     for variant in ablation.variants:
+        if variant.label not in results:
+            continue
         r = results[variant.label]
         finite = np.isfinite(r.mu)
         mu, searched = r.mu[finite], variant.method == "tangential"
@@ -615,7 +651,46 @@ def ablation_table(ablation: Ablation, results: dict[str, VariantResult]) -> str
             fmt(r.seconds, 0),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    if missing:
+        lines += ["", f"Not computed (the run was stopped before them): {', '.join(missing)}."]
     return "\n".join(lines)
+
+
+def cost_figure(ablations: Sequence[tuple[Ablation, dict[str, VariantResult]]], out: Path) -> Path:
+    """``ablations.png``: each tangential variant's mean mu and mean output gap against the
+    gradient evaluations its search spent per image; one colour per ablation. The latent
+    ablation is left out: its mu is measured against other tangent spaces."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
+    shown = [
+        (a, r) for a, r in ablations
+        if a.name != "latent" and any(v.method == "tangential" for v in a.variants)
+    ]  # fmt: skip
+    for colour, (ablation, results) in enumerate(shown):
+        for variant in ablation.variants:
+            if variant.method != "tangential" or variant.label not in results:
+                continue
+            r = results[variant.label]
+            cost = float(r.evaluations.mean())
+            values = (float(np.nanmean(r.mu)), float(np.nanmean(r.gap)))
+            for ax, value in zip(axes, values, strict=True):
+                ax.scatter(cost, value, color=f"C{colour}")
+                ax.annotate(variant.label, (cost, value), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")  # fmt: skip
+        axes[0].scatter([], [], color=f"C{colour}", label=ablation.title)
+    axes[0].set(xlabel="search gradient evaluations per image", ylabel="mean mu")
+    axes[1].set(xlabel="search gradient evaluations per image", ylabel="mean output gap")
+    axes[0].legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    path = out / "ablations.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 @dataclass
@@ -637,25 +712,28 @@ class Report:
     ablation_images: int = 0
     notes: list[str] = field(default_factory=list)
     explain_seconds: float = float("nan")
-    explain_reused: bool = False
+    n_total: int = 0  # test images the main comparison covers once every shard is done
+    cached_only: bool = False
 
 
 def model_lines(report: Report) -> list[str]:
+    """Each model's test quality and training time (from its checkpoint's metrics)."""
     if report.models is None:
         return []
-    lines = []
+    s, lines = report.settings, []
     for name, metrics in report.models.metrics.items():
+        took = f"trained in {metrics.get('train_seconds', float('nan')):.0f} s"
         if name == "classifier":
+            accuracy = metrics.get("test_accuracy", float("nan"))
             lines.append(
-                f"- classifier (SmallCNN, {report.settings.classifier_epochs} epochs): test "
-                f"accuracy {metrics.get('test_accuracy', float('nan')):.4f} (trained in "
-                f"{metrics.get('train_seconds', float('nan')):.0f} s)"
+                f"- classifier (SmallCNN, {s.classifier_epochs} epoch(s)): test accuracy "
+                f"{accuracy:.4f} ({took})"
             )
         else:
+            mse = metrics.get("test_mse", float("nan"))
             lines.append(
-                f"- autoencoder {name.removeprefix('ae-')} ({report.settings.autoencoder_epochs} "
-                f"epochs): test MSE {metrics.get('test_mse', float('nan')):.4f} per pixel "
-                f"(trained in {metrics.get('train_seconds', float('nan')):.0f} s)"
+                f"- autoencoder, latent n = {name.removeprefix('ae-n')} ({s.autoencoder_epochs} "
+                f"epoch(s)): test MSE {mse:.4f} per pixel ({took})"
             )
     lines.append(f"- models and bundles: `{report.models.directory}`")
     return lines
@@ -676,11 +754,20 @@ def render(report: Report, out: Path) -> str:
         report.command,
         "```",
         "",
+        *(
+            [
+                "This page was assembled with `--cached-only` from what invocations of that "
+                "command had finished; nothing was computed for it.",
+                "",
+            ]
+            if report.cached_only
+            else []
+        ),
         f"Dataset `{report.splits.name}`: train `{report.splits.train}`, test "
         f"`{report.splits.test}`; "
         + (
-            f"{report.n_images} test images explained with every method through "
-            "`tig_batch.runner.explain_dataset` (the code of `tig-batch explain`)"
+            f"{report.n_images} test images explained with every method, shard by shard, "
+            "through `tig_batch.runner.run_task` (what `tig-batch explain` runs per shard)"
             if report.rows
             else "the main comparison was left out of this run (`--skip-main`)"
         )
@@ -711,6 +798,7 @@ def render(report: Report, out: Path) -> str:
             "",
             main_table(report.rows),
             "",
+            *partial_note(report),
             f"Chance level `sqrt(r/d)`: {report.chance:.3f} (mean over images).",
             "",
             "### Against the paper's headline",
@@ -737,15 +825,23 @@ def render(report: Report, out: Path) -> str:
         for ablation, results in report.ablations:
             lines += [f"### {ablation.title}", "", ablation.question, "",
                       ablation_table(ablation, results), ""]  # fmt: skip
+        if "ablations" in rel:
+            lines += [
+                "Every tangential variant above: mean `mu` and mean output gap against the "
+                "search's gradient evaluations per image.",
+                "",
+                f"![Tangential variants: mu and gap against cost]({rel['ablations']})",
+                "",
+            ]
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())
     lines += ["## Wall time", "", f"This invocation: {timing}."]
     if report.rows:
-        how = "by an earlier invocation, reused here" if report.explain_reused else "here"
         rate = report.n_images / report.explain_seconds if report.explain_seconds else np.nan
         lines += [
             "",
             f"Explaining the {report.n_images} test images with all {len(METHODS)} methods "
-            f"took {report.explain_seconds:.0f} s ({rate:.2f} images/s), computed {how}.",
+            f"took {report.explain_seconds:.0f} s of compute ({rate:.2f} images/s), summed "
+            "over the shards, each timed by the invocation that explained it.",
         ]
     lines.append("")
     if report.notes:
@@ -876,6 +972,11 @@ def invoked_command(ctx: click.Context) -> str:
 )
 @click.option("--all-ablations", is_flag=True, help="Run every ablation with its default grid.")
 @click.option(
+    "--cached-only",
+    is_flag=True,
+    help="Compute nothing: write the page from what earlier runs finished.",
+)
+@click.option(
     "--skip-main",
     is_flag=True,
     help="Only the ablations: leave the main comparison out of this run's page.",
@@ -892,7 +993,8 @@ def main(ctx: click.Context, **opts) -> None:
         python scripts/reproduce_paper.py --threads 2 --all-ablations
     """
     try:
-        run(opts, invoked_command(ctx))
+        command = invoked_command(ctx).replace(" --cached-only", "")
+        run(opts, command)
     except TigBatchError as error:
         exception = click.ClickException(" ".join(str(error).split("\n")))
         exception.exit_code = 2
@@ -941,6 +1043,7 @@ def run(opts: dict, command: str) -> None:
         except OSError as error:
             raise DataError(f"{directory}: cannot create it ({error.strerror})") from None
     report = Report(command, splits, settings, opts["backend"], threads)
+    report.cached_only = opts["cached_only"]
     clock = time.perf_counter()
 
     def lap(step: str) -> None:
@@ -949,10 +1052,14 @@ def run(opts: dict, command: str) -> None:
         clock = time.perf_counter()
         out.write_text(render(report, out))
 
-    report.models = ensure_models(work, splits, settings, [settings.latent_dim], threads, say)
+    cached_only = opts["cached_only"]
+    report.models = ensure_models(
+        work, splits, settings, [settings.latent_dim], threads, say, cached_only
+    )
     lap("models")
     if not opts["skip_main"]:
-        main_comparison(report, out, opts["backend"], quiet, say)
+        publish = lambda: out.write_text(render(report, out))  # noqa: E731
+        main_comparison(report, out, quiet, say, publish, cached_only)
         lap("explain and figures")
         say(f"wrote {out}")
     if ablations:
@@ -961,10 +1068,13 @@ def run(opts: dict, command: str) -> None:
         report.ablation_images = len(data["ids"])
     for ablation in ablations:
         latents = [v.latent for v in ablation.variants if v.latent is not None]
-        if latents:
+        if latents and not cached_only:
             more = ensure_models(work, splits, settings, latents, threads, say)
             report.models.metrics.update(more.metrics)
-        report.ablations.append((ablation, run_ablation(ablation, data, report, quiet)))
+        results = run_ablation(ablation, data, report, quiet, cached_only)
+        report.ablations.append((ablation, results))
+        if any(a.name in ("adaptive", "search", "optimizer") for a, _ in report.ablations):
+            report.figures["ablations"] = cost_figure(report.ablations, out.parent / out.stem)
         lap(f"ablation {ablation.name}")
         say(f"wrote {out} ({ablation.name})")
 
@@ -976,48 +1086,86 @@ def open_bundle(report: Report, latent: int | None = None) -> Bundle:
     return load_bundle(report.models.directory / f"bundle-n{n}", report.backend, session)
 
 
-def main_comparison(report: Report, out: Path, backend: str, quiet: bool, log: Log) -> None:
-    """Explain the test split with every method (resuming), then the table and figures."""
+def main_comparison(
+    report: Report, out: Path, quiet: bool, log: Log, publish: Callable[[], None],
+    cached_only: bool = False,
+) -> None:  # fmt: skip
+    """Explain the test split with every method shard by shard (resuming), and after each
+    shard fill in the table and figures from the shards finished so far and ``publish``."""
     settings, models = report.settings, report.models.directory
-    inputs = first_images(report.splits.test, settings.n_images, models)
-    report.n_images = open_dataset(inputs).count
-    job = [settings.explain, settings.seed, settings.batch_size, inputs.name, backend]
+    inputs = test_shards(report.splits.test, settings.n_images, models, settings.shard_size)
+    tasks = plan([inputs])
+    report.n_total = sum(task.count for task in tasks)
+    job = [settings.explain, settings.seed, settings.batch_size, inputs.name, report.backend]
     explained = models / f"explained-{digest(job)}"
-    log(f"explain: {report.n_images} test images, {len(METHODS)} methods -> {explained}")
-    timing, finished = explained / "seconds.json", (explained / inputs.name).is_file()
-    before = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
-    start = time.perf_counter()
-    with tqdm(total=report.n_images, desc="explain", unit="img", disable=quiet,
+    log(f"explain: {report.n_total} test images, {len(METHODS)} methods -> {explained}")
+    make_output_dir(explained)
+    timing = explained / "seconds.json"  # compute seconds per finished output
+    seconds = json.loads(timing.read_text()) if timing.is_file() else {}
+    config = dataclasses.replace(settings.explain, methods=METHODS, seed=settings.seed)
+    outputs: list[Path] = []
+    with tqdm(total=report.n_total, desc="explain", unit="img", disable=quiet,
               file=sys.stderr) as bar:  # fmt: skip
-        outputs = explain_test_split(open_bundle(report), inputs, explained, settings, bar.update)
-    if not finished:  # the compute time of the explanations, over resumed runs too
-        timing.write_text(json.dumps({"seconds": before + time.perf_counter() - start}))
-    report.explain_seconds = before if finished else before + time.perf_counter() - start
-    report.explain_reused = finished
+        for task in tasks:
+            output = explained / task.output_name
+            if not (output.is_file() and task.output_name in seconds):
+                if cached_only:
+                    break
+                start = time.perf_counter()
+                bundle = open_bundle(report)  # the same call `tig-batch explain` makes:
+                run_task(bundle, task, explained, config, RunOptions(settings.batch_size),
+                         bar.update)  # fmt: skip
+                seconds[task.output_name] = time.perf_counter() - start
+                timing.write_text(json.dumps(seconds))
+            else:
+                bar.update(task.count)
+            outputs.append(output)
+            summarize_outputs(report, outputs, out.parent / out.stem, seconds)
+            publish()
+
+
+def summarize_outputs(
+    report: Report, outputs: list[Path], figures: Path, seconds: dict[str, float]
+) -> None:
+    """The table, density and examples of the explain outputs finished so far."""
     scores = read_scores(outputs)
     report.rows, report.chance = rows_from_scores(scores), scores.chance_level
-    figures = out.parent / out.stem
+    report.n_images = scores.n_images
+    report.explain_seconds = sum(seconds[p.name] for p in outputs)
     report.figures["density"] = density_figure(scores, figures)
-    examples, notes = load_examples(select_examples(outputs, None, settings.n_examples))
-    report.notes += notes
+    examples, notes = load_examples(select_examples(outputs, None, report.settings.n_examples))
+    report.notes = sorted(set(report.notes) | set(notes))
     report.figures["examples"] = examples_figure(examples, figures)
 
 
 def run_ablation(
-    ablation: Ablation, data: dict[str, np.ndarray], report: Report, quiet: bool
+    ablation: Ablation,
+    data: dict[str, np.ndarray],
+    report: Report,
+    quiet: bool,
+    cached_only: bool = False,
 ) -> dict[str, VariantResult]:
-    """Every variant of one ablation on the ablation images (cached per variant)."""
+    """Every variant of one ablation on the ablation images (cached per variant); with
+    ``cached_only``, only the variants already cached."""
     results, bundles = {}, {}
     total = len(ablation.variants) * len(data["ids"])
+    cache = report.models.directory / "ablations"
     with tqdm(total=total, desc=f"ablation {ablation.name}", unit="img", disable=quiet,
               file=sys.stderr) as bar:  # fmt: skip
         for variant in ablation.variants:
             if variant.latent not in bundles:
-                bundles[variant.latent] = open_bundle(report, variant.latent)
-            results[variant.label] = ablation_result(
+                try:
+                    bundles[variant.latent] = open_bundle(report, variant.latent)
+                except ModelError:
+                    if not cached_only:
+                        raise
+                    continue
+            result = ablation_result(
                 bundles[variant.latent], data, variant, report.settings.explain,
-                report.settings.batch_size, report.models.directory / "ablations", bar,
+                report.settings.batch_size, cache, bar, cached_only,
             )  # fmt: skip
+            if result is not None:
+                results[variant.label] = result
     return results
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -57,54 +58,89 @@ def quick_run(digits_shards, tmp_path_factory: pytest.TempPathFactory):
     return root, args, first
 
 
+def _columns(outputs: list[Path], names: list[str]) -> dict[str, np.ndarray]:
+    """Datasets of several explain outputs, concatenated in the given order."""
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for path in outputs:
+        with h5py.File(path, "r") as f:
+            for name in names:
+                columns[name].append(f[name][:].astype(np.float64))
+    return {name: np.concatenate(parts) for name, parts in columns.items()}
+
+
+def _outputs(work: Path) -> list[Path]:
+    return sorted(work.glob("models-*/explained-*/*.h5"))
+
+
 @pytest.mark.slow
 def test_table_equals_numpy_on_the_written_explanations(quick_run) -> None:
     root, _, _ = quick_run
     text = (root / "docs" / "results.md").read_text()
-    (output,) = (root / "work").glob("models-*/explained-*/*.h5")
+    outputs = _outputs(root / "work")
+    assert [p.name for p in outputs] == ["test-00000.h5", "test-00001.h5"]  # shards of 6
     table = _table(text, "## Alignment per method")
-    with h5py.File(output, "r") as f:
-        methods = [m for m in f["alignment"]]
-        assert len(methods) == 9 and set(table) - {"method"} == set(methods)
-        chance = f["chance_level"][:]
-        for method in methods:
-            mu = f[f"alignment/{method}"][:].astype(np.float64)
-            keep = np.isfinite(mu)
-            q25, median, q75 = np.quantile(mu[keep], [0.25, 0.5, 0.75])
-            above = np.mean(mu[keep] > chance[keep])
-            expected = [
-                str(keep.sum()), _fmt(mu[keep].mean()), _fmt(q25), _fmt(median), _fmt(q75),
-                f"{100 * above:.0f}%",
-                _fmt(f[f"output_gap/{method}"][:].mean()) if f"output_gap/{method}" in f else "",
-            ]  # fmt: skip
-            assert table[method][:7] == expected, method
-        assert f"Chance level `sqrt(r/d)`: {_fmt(chance.mean())}" in text
-        # the ablations call the engine directly: on the same first images with the same
-        # settings they must reproduce the pipeline's numbers
-        sigma = _table(text, "### Gaussian base-point sigma")
-        fixed = _table(text, "### Fixed vs adaptive steps")
-        n = int(sigma["sigma 0.5"][0])
-        gaussian = f["alignment/gaussian"][:n].astype(np.float64)
-        tangential = f["alignment/tangential"][:n].astype(np.float64)
+    methods = [m for m in table if m != "method"]
+    assert len(methods) == 9
+    gaps = [f"output_gap/{m}" for m in methods if m not in ("gradient", "smoothgrad",
+                                                             "inputxgrad")]  # fmt: skip
+    data = _columns(outputs, ["chance_level", *[f"alignment/{m}" for m in methods], *gaps])
+    chance = data["chance_level"]
+    for method in methods:
+        mu = data[f"alignment/{method}"]
+        keep = np.isfinite(mu)
+        q25, median, q75 = np.quantile(mu[keep], [0.25, 0.5, 0.75])
+        above = np.mean(mu[keep] > chance[keep])
+        gap = data.get(f"output_gap/{method}")
+        expected = [
+            str(keep.sum()), _fmt(mu[keep].mean()), _fmt(q25), _fmt(median), _fmt(q75),
+            f"{100 * above:.0f}%", "" if gap is None else _fmt(gap.mean()),
+        ]  # fmt: skip
+        assert table[method][:7] == expected, method
+    assert int(table["tangential"][0]) == 12
+    assert f"Chance level `sqrt(r/d)`: {_fmt(chance.mean())}" in text
+    # the ablations call the engine directly: on the same first images with the same
+    # settings they must reproduce the pipeline's numbers
+    sigma = _table(text, "### Gaussian base-point sigma")
+    fixed = _table(text, "### Fixed vs adaptive steps")
+    n = int(sigma["sigma 0.5"][0])
+    gaussian, tangential = data["alignment/gaussian"][:n], data["alignment/tangential"][:n]
     assert float(sigma["sigma 0.5"][2]) == pytest.approx(gaussian.mean(), abs=1.5e-3)
     assert float(fixed["fixed: 3 iterations"][2]) == pytest.approx(tangential.mean(), abs=1.5e-3)
     assert (root / "docs" / "results" / "alignment_density.png").stat().st_size > 0
     assert "![Example explanations](results/examples.png)" in text
     assert "python scripts/reproduce_paper.py --data" in text and "--quick" in text
     assert re.search(r"mean `mu = 0\.\d{3}`", text) and "The price in output gap" in text
+    assert "Partial" not in text
 
 
 @pytest.mark.slow
 def test_second_run_reuses_models_bundle_and_results(quick_run) -> None:
     root, args, first = quick_run
     assert "classifier: training" in first.stderr and "exporting" in first.stderr
-    second = CliRunner().invoke(_script().main, [*args, "-q"])
-    assert second.exit_code == 0, second.output
-    third = CliRunner().invoke(_script().main, args)
-    assert third.exit_code == 0, third.output
-    assert "training" not in third.stderr and "exporting" not in third.stderr
-    assert "classifier: reusing" in third.stderr and "bundle n=16: reusing" in third.stderr
-    assert "computed by an earlier invocation" in (root / "docs" / "results.md").read_text()
+    written = {p: p.stat().st_mtime_ns for p in _outputs(root / "work")}
+    again = CliRunner().invoke(_script().main, args)
+    assert again.exit_code == 0, again.output
+    assert "training" not in again.stderr and "exporting" not in again.stderr
+    assert "classifier: reusing" in again.stderr and "bundle n=16: reusing" in again.stderr
+    assert {p: p.stat().st_mtime_ns for p in _outputs(root / "work")} == written
+
+
+@pytest.mark.slow
+def test_cached_only_reports_the_finished_shards_as_partial(quick_run, tmp_path: Path) -> None:
+    root, args, _ = quick_run
+    work = shutil.copytree(root / "work", tmp_path / "work")
+    second = _outputs(work)[1]
+    second.unlink()  # as if the run had been stopped during the second shard
+    out = tmp_path / "results.md"
+    changed = {"--work-dir": str(work), "--out": str(out)}
+    args = [changed.get(prev, a) for prev, a in zip(["", *args[:-1]], args, strict=True)]
+    result = CliRunner().invoke(_script().main, [*args, "--cached-only"])
+    assert result.exit_code == 0, result.output
+    assert not second.exists()  # computed nothing
+    text = out.read_text()
+    assert "**Partial: 6 of the 12 test images**" in text
+    assert _table(text, "## Alignment per method")["zero"][0] == "6"
+    assert "assembled with `--cached-only`" in text and "--cached-only\n" not in text
 
 
 @pytest.mark.parametrize(
