@@ -14,6 +14,7 @@ from torch import nn
 
 from tig_batch._bundle import (
     CLASSIFIER,
+    CLASSIFIER_FORWARD,
     DECODER_JVP,
     ENCODER,
     MANIFEST,
@@ -25,7 +26,7 @@ from tig_batch._bundle import (
 from tig_batch.backends import ExplainedOutput, TorchClassifier, TorchManifold
 from tig_batch.backends._onnx import OnnxClassifier, OnnxManifold, SessionSettings
 from tig_batch.errors import ModelError
-from tig_batch.export._trace import OPSET, gradient_graph, jvp_graph, save_onnx
+from tig_batch.export._trace import OPSET, fold_batch_norm, gradient_graph, jvp_graph, save_onnx
 
 DEFAULT_TOLERANCE = 1e-4
 VERIFY_BATCH_SIZES = (1, 7)
@@ -45,7 +46,8 @@ def export_bundle(
     torch_files: dict[str, Path] | None = None,
     torch_models: dict[str, Any] | None = None,
 ) -> Manifest:
-    """Export a classifier's gradient graph and an autoencoder's encoder and decoder-JVP graphs.
+    """Export a classifier's gradient and forward graphs and an autoencoder's encoder and
+    decoder-JVP graphs.
 
     Everything is traced, exported and verified in a temporary directory beside ``directory``;
     only a bundle whose ONNX Runtime results match torch autograd within ``tolerance`` (max
@@ -73,6 +75,9 @@ def export_bundle(
             gradient_graph(classifier, output, example), (example, target),
             staging / CLASSIFIER, ["x", "target"], ["logits", "grad"],
         )  # fmt: skip
+        save_onnx(
+            fold_batch_norm(classifier), (example,), staging / CLASSIFIER_FORWARD, ["x"], ["logits"]
+        )
         save_onnx(nn.Sequential(encoder, nn.Flatten()), (example,), staging / ENCODER, ["x"], ["z"])
         save_onnx(
             jvp_graph(decoder, latent), (latent, torch.ones_like(latent)),
@@ -85,7 +90,7 @@ def export_bundle(
         for name, source in (torch_files or {}).items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, staging / name)
-        files = [CLASSIFIER, ENCODER, DECODER_JVP, *(torch_files or {})]
+        files = [CLASSIFIER, CLASSIFIER_FORWARD, ENCODER, DECODER_JVP, *(torch_files or {})]
         manifest = Manifest(
             input=spec,
             class_names=tuple(class_names),
@@ -164,7 +169,9 @@ def _verify(
 ) -> dict[str, object]:
     """ONNX Runtime against torch on random and real images at two batch sizes."""
     settings = SessionSettings()
-    onnx_classifier = OnnxClassifier(staging / CLASSIFIER, output, n_classes, settings)
+    onnx_classifier = OnnxClassifier(
+        staging / CLASSIFIER, output, n_classes, settings, staging / CLASSIFIER_FORWARD
+    )
     onnx_manifold = OnnxManifold(staging / ENCODER, staging / DECODER_JVP, latent_dim, settings)
     torch_classifier = TorchClassifier(classifier, output)
     torch_manifold = TorchManifold(encoder, decoder)
@@ -176,7 +183,7 @@ def _verify(
     if verify_inputs is not None:
         real = verify_inputs.float()
         batches += [real[:n] for n in VERIFY_BATCH_SIZES if len(real) >= n]
-    errors = {"logits": 0.0, "grad": 0.0, "encoder": 0.0, "decoder_jacobian": 0.0}
+    errors = dict.fromkeys(("logits", "forward_logits", "grad", "encoder", "decoder_jacobian"), 0.0)
     for images in batches:
         target = torch.randint(0, n_classes, (len(images),), generator=generator)
         logits, grad = onnx_classifier.logits_and_grad(images, target)
@@ -185,6 +192,7 @@ def _verify(
         ref_codes = torch_manifold.encode(images)
         measured = {
             "logits": _relative_error(logits, ref_logits),
+            "forward_logits": _relative_error(onnx_classifier.logits(images), ref_logits),
             "grad": _relative_error(grad, ref_grad),
             "encoder": _relative_error(codes, ref_codes),
             "decoder_jacobian": _relative_error(

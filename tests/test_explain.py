@@ -93,6 +93,29 @@ def test_every_shard_gets_an_output_with_every_result(
     assert "| tangential |" in out
 
 
+def test_search_options_reach_the_search_and_are_recorded(
+    bundle: Path, shards: Path, tmp_path: Path
+) -> None:
+    runs = {
+        "projection": ["--search-optimizer", "projection", "--search-damping", "0.7"],
+        "adaptive": ["--search-adaptive-lr"],
+    }
+    results = {}
+    for name, options in runs.items():
+        code, out = _run(
+            "explain", bundle, shards / "data-00000.h5", "-o", tmp_path / name, "-q",
+            "--methods", "tangential", "--n-steps", "8", "--search-iterations", "4",
+            "--search-n-steps", "4", *options,
+        )  # fmt: skip
+        assert code == 0, out
+        with h5py.File(tmp_path / name / "data-00000.h5") as file:
+            results[name] = json.loads(file.attrs["job"])["config"]["search"]
+            assert np.isfinite(file["alignment/tangential"][()]).all()
+    assert results["projection"]["optimizer"] == "projection"
+    assert results["projection"]["damping"] == 0.7
+    assert results["adaptive"]["optimizer"] == "ascent" and results["adaptive"]["adaptive_lr"]
+
+
 def test_torch_and_onnx_backends_agree(bundle: Path, shards: Path, tmp_path: Path) -> None:
     for backend in ("onnx", "torch"):
         code, out = _run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ LAYERS = {
     "tanh": nn.Tanh(),
     "softmax": nn.Softmax(dim=1),
     "max-pool": nn.MaxPool2d(3, stride=2, padding=1),
+    "max-pool-tiling": nn.MaxPool2d(2),  # ONNX MaxPool with indices, backward by MaxUnpool
     "avg-pool": nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
     "adaptive-avg-pool": nn.AdaptiveAvgPool2d((4, 3)),
     "batch-norm": nn.BatchNorm2d(4),
@@ -99,6 +101,29 @@ def test_small_networks_with_batch_norm_and_residuals(output: str, tmp_path: Pat
     _assert_gradients_match(model, _exported(model, tmp_path, output), output)
 
 
+def test_tiling_max_pools_send_ties_to_the_first_maximum(tmp_path: Path) -> None:
+    """Constant image regions give equal maxima (and all-zero windows after a ReLU): torch
+    routes the gradient to the first; so must ONNX Runtime, and the ReLU's mask applied to
+    the pooled gradient must zero the same entries."""
+    torch.manual_seed(3)
+    model = _with_head(
+        nn.Sequential(
+            nn.Conv2d(4, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+    )  # fmt: skip
+    onnx = _exported(model, tmp_path)
+    reference = tig.TorchClassifier(model)
+    for batch in (1, 3, 17):
+        x = torch.rand(batch, 4, 9, 9, generator=torch.Generator().manual_seed(batch))
+        x[:, :, :6] = 0.25  # equal inputs give equal activations, hence tied windows
+        target = torch.arange(batch) % 3
+        grad = onnx.logits_and_grad(x, target)[1]
+        torch.testing.assert_close(
+            grad, reference.logits_and_grad(x, target)[1], rtol=1e-5, atol=1e-5
+        )
+
+
 class Warp(nn.Module):
     """grid_sample: its backward has no ONNX lowering."""
 
@@ -149,7 +174,9 @@ def test_bundle_manifest_records_what_it_holds(bundle: Path) -> None:
     manifest = read_manifest(bundle)
     assert manifest.input.shape == (4, 9, 9) and manifest.class_names == ("a", "b", "c")
     assert manifest.latent_dim == 6 and manifest.explained_output == "logit"
-    assert set(manifest.files) == {"classifier.onnx", "encoder.onnx", "decoder_jvp.onnx"}
+    assert set(manifest.files) == {
+        "classifier.onnx", "classifier_forward.onnx", "encoder.onnx", "decoder_jvp.onnx"
+    }  # fmt: skip
     assert manifest.verification["passed"] and manifest.verification["real_images"] == 7
     assert max(manifest.verification["max_relative_error"].values()) < 1e-5
     assert {"torch", "onnxruntime", "onnx"} <= set(manifest.versions)
@@ -193,6 +220,25 @@ def test_a_tampered_bundle_is_refused(bundle: Path, tmp_path: Path) -> None:
     (copy / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="version 99"):
         load_bundle(copy)
+
+
+def test_logits_come_from_the_forward_graph_and_bundles_without_it_still_load(
+    bundle: Path, tmp_path: Path
+) -> None:
+    images = torch.rand(6, 4, 9, 9, generator=torch.Generator().manual_seed(6))
+    expected = tig.TorchClassifier(_classifier()).logits(images)
+    loaded = load_bundle(bundle, "onnx", SessionSettings(threads=1))
+    assert loaded.classifier._forward is not None
+    torch.testing.assert_close(loaded.classifier.logits(images), expected, rtol=1e-5, atol=1e-5)
+
+    older = tmp_path / "older"  # as written before the forward graph was added
+    shutil.copytree(bundle, older, ignore=shutil.ignore_patterns("classifier_forward.onnx"))
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    del manifest["files"]["classifier_forward.onnx"]
+    (older / MANIFEST).write_text(json.dumps(manifest))
+    loaded = load_bundle(older, "onnx", SessionSettings(threads=1))
+    assert loaded.classifier._forward is None
+    torch.testing.assert_close(loaded.classifier.logits(images), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_existing_bundles_are_kept_unless_overwrite(bundle: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import SHAPE, D, relu_cnn, smooth_mlp
@@ -17,7 +18,8 @@ from tig_batch import (
     tangent_basis,
 )
 from tig_batch.engine._ig import integrate
-from tig_batch.engine._search import alignment_gradient
+from tig_batch.engine._search import _StepSize, alignment_gradient, projection_step
+from tig_batch.kernels.ig_accumulate_project import IGProjection
 
 
 def _random_tangent(batch: int, r: int, seed: int = 0) -> TangentSpace:
@@ -122,7 +124,7 @@ def test_raises_alignment_well_above_the_zero_base_point_on_a_relu_cnn() -> None
     assert result.alignment.mean() > zero_mu.mean() + 0.2
     assert (result.alignment >= zero_mu - 1e-12).all()  # the start is kept if nothing beats it
     assert result.baselines.min() >= 0 and result.baselines.max() <= 1
-    assert result.n_gradient_evaluations == 6 * 16 * 41
+    assert result.n_gradient_evaluations == 6 * 4 * 41
 
 
 def test_frozen_and_exact_searches_agree_on_a_relu_network() -> None:
@@ -175,3 +177,98 @@ def test_exact_search_needs_a_second_order_backend(images: torch.Tensor) -> None
         optimal_baselines(
             FirstOrderOnly(), images, _random_tangent(4, 2), search=BaselineSearch(gradient="exact")
         )
+
+
+def test_a_projection_step_makes_a_linear_models_explanation_tangential() -> None:
+    """For a linear logit ``G = w`` everywhere, so the closed-form step is exact: with room in
+    the value range, IG from the new base-point is the tangential part of the old IG."""
+    model, inputs, tangent = _linear_problem()
+    baselines = torch.rand(inputs.shape, generator=torch.Generator().manual_seed(5)).double()
+    rule = quadrature("midpoint", 3)
+    before = integrate(model, inputs, baselines, torch.zeros(3).long(), rule, 64, tangent.basis)
+    stepped = projection_step(
+        inputs.flatten(1), baselines.flatten(1), before, tangent.basis, 1.0, (-1e3, 1e3)
+    )
+    after = integrated_gradients(model, inputs, stepped.view_as(inputs), 0, n_steps=3)
+    u = tangent.basis
+    expected = torch.bmm(u, torch.bmm(u.transpose(1, 2), before.attributions[:, :, None]))
+    torch.testing.assert_close(after.attributions.flatten(1), expected.squeeze(2))
+    torch.testing.assert_close(alignment(after.attributions, u), torch.ones(3, dtype=u.dtype))
+
+
+def test_a_projection_step_clips_damps_and_leaves_zero_gradient_pixels() -> None:
+    generator = torch.Generator().manual_seed(6)
+    x, a = torch.rand(2, D, generator=generator), torch.rand(2, D, generator=generator)
+    g = torch.randn(2, D, generator=generator)
+    g[:, :10] = 0.0
+    v = (x - a) * g
+    u = _random_tangent(2, 4, seed=7).basis.float()
+    projection = torch.bmm(u.transpose(1, 2), v[:, :, None]).squeeze(2)
+    ig = IGProjection(g, v, v.sum(1), v.norm(dim=1), projection, alignment(v, u))
+    stepped = projection_step(x, a, ig, u, 0.25, (0.0, 1.0))
+    # the same step in numpy, element by element
+    xn, an, gn, un = (t.double().numpy() for t in (x, a, g, u))
+    tangential = np.einsum("bdr,br->bd", un, np.einsum("bdr,bd->br", un, (xn - an) * gn))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        solved = np.where(gn != 0, np.clip(xn - tangential / gn, 0.0, 1.0), an)
+    np.testing.assert_allclose(stepped.numpy(), an + 0.25 * (solved - an), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(stepped[:, :10], a[:, :10])
+
+
+def test_projection_reaches_the_known_optimum_in_a_few_steps() -> None:
+    model, inputs, tangent = _linear_problem()
+    search = BaselineSearch(optimizer="projection", damping=1.0, n_iterations=5, n_steps=4)
+    result = optimal_baselines(model, inputs, tangent, target=0, search=search)
+    assert result.alignment.min() >= 0.99  # fixed ascent needs ~300 steps here
+    assert result.baselines.min() >= 0 and result.baselines.max() <= 1
+    assert result.n_gradient_evaluations == 3 * 4 * 6
+
+
+def test_projection_raises_alignment_faster_than_ascent_on_a_relu_cnn() -> None:
+    model, inputs, tangent = _cnn_problem()
+    runs = {
+        name: optimal_baselines(model, inputs, tangent, search=BaselineSearch(**kw))
+        for name, kw in {
+            "ascent": {"n_iterations": 10},
+            "projection": {"n_iterations": 10, "optimizer": "projection"},
+        }.items()
+    }
+    assert runs["projection"].alignment.mean() > runs["ascent"].alignment.mean()
+    assert runs["projection"].baselines.min() >= 0 and runs["projection"].baselines.max() <= 1
+
+
+def test_adaptive_steps_grow_after_progress_and_shrink_after_a_setback() -> None:
+    search = BaselineSearch(adaptive_lr=True, lr=1.0, lr_growth=2.0, lr_decay=0.25)
+    steps = _StepSize(search, torch.zeros(3))
+    rows = torch.arange(3)
+    first = steps.update(rows, torch.tensor([0.5, 0.5, torch.nan]))
+    torch.testing.assert_close(first, torch.ones(3))  # nothing to compare with yet
+    second = steps.update(rows, torch.tensor([0.6, 0.4, 0.5]))
+    torch.testing.assert_close(second, torch.tensor([2.0, 0.25, 1.0]))
+    third = steps.update(rows[:1], torch.tensor([0.6]))  # no change in mu: keep the length
+    torch.testing.assert_close(third, torch.tensor([2.0]))
+    fixed = _StepSize(BaselineSearch(lr=0.3), torch.zeros(3)).update(rows, torch.ones(3))
+    assert fixed == 0.3
+
+
+def test_adaptive_search_stays_in_range_and_improves_on_the_start() -> None:
+    model, inputs, tangent = _cnn_problem()
+    zero_mu = alignment(integrated_gradients(model, inputs, n_steps=16).attributions, tangent.basis)
+    search = BaselineSearch(n_iterations=20, adaptive_lr=True)
+    result = optimal_baselines(model, inputs, tangent, search=search)
+    assert result.alignment.mean() > zero_mu.mean() + 0.1
+    assert result.baselines.min() >= 0 and result.baselines.max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"optimizer": "newton"}, "optimizer must be"),
+        ({"optimizer": "projection", "gradient": "exact"}, "frozen-path"),
+        ({"damping": 0.0}, "damping"),
+        ({"lr_decay": 1.5}, "lr_decay"),
+    ],
+)
+def test_search_settings_are_checked(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BaselineSearch(**kwargs)

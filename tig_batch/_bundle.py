@@ -20,6 +20,9 @@ FORMAT = "tig-batch-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CLASSIFIER = "classifier.onnx"
+CLASSIFIER_FORWARD = (
+    "classifier_forward.onnx"  # optional: bundles before it run logits on CLASSIFIER
+)
 ENCODER = "encoder.onnx"
 DECODER_JVP = "decoder_jvp.onnx"
 

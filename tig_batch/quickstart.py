@@ -54,8 +54,8 @@ class QuickstartSettings:
     n_images: int | None = None
     methods: tuple[str, ...] = METHODS
     n_steps: int = 16
-    search_iterations: int = 20
-    search_n_steps: int = 16
+    search_iterations: int = 50
+    search_n_steps: int = 4
     smoothgrad_samples: int = 5
     batch_size: int = 50
     n_examples: int = 10

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tig_batch._bundle import CLASSIFIER, DECODER_JVP, ENCODER, Manifest, read_manifest
+from tig_batch._bundle import (
+    CLASSIFIER,
+    CLASSIFIER_FORWARD,
+    DECODER_JVP,
+    ENCODER,
+    Manifest,
+    read_manifest,
+)
 from tig_batch.backends._base import Classifier, Manifold
 from tig_batch.backends._onnx import OnnxClassifier, OnnxManifold, SessionSettings
 from tig_batch.backends._torch import TorchClassifier, TorchManifold
@@ -40,8 +47,9 @@ def load_bundle(
     path, settings = Path(path), settings or SessionSettings()
     manifest = read_manifest(path)
     if backend == "onnx":
+        forward = path / CLASSIFIER_FORWARD if CLASSIFIER_FORWARD in manifest.files else None
         classifier: Classifier = OnnxClassifier(
-            path / CLASSIFIER, manifest.explained_output, manifest.n_classes, settings
+            path / CLASSIFIER, manifest.explained_output, manifest.n_classes, settings, forward
         )
         manifold: Manifold = OnnxManifold(
             path / ENCODER, path / DECODER_JVP, manifest.latent_dim, settings, internal_batch_size

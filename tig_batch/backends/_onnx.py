@@ -90,12 +90,19 @@ def _on(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch
 
 class OnnxClassifier:
     """A :class:`~tig_batch.backends.Classifier` on an exported ``(x, target) -> (logits, grad)``
-    graph. Computes in float32; results come back in the inputs' dtype and device."""
+    graph, and for logits alone on the forward graph ``x -> logits`` when there is one (a third
+    of the work). Computes in float32; results come back in the inputs' dtype and device."""
 
     def __init__(
-        self, path: Path, output: ExplainedOutput, n_classes: int, settings: SessionSettings
+        self,
+        path: Path,
+        output: ExplainedOutput,
+        n_classes: int,
+        settings: SessionSettings,
+        forward: Path | None = None,
     ) -> None:
         self._session = _Session(path, settings)
+        self._forward = None if forward is None else _Session(forward, settings)
         self.output: ExplainedOutput = output
         self.n_classes = n_classes
 
@@ -113,8 +120,12 @@ class OnnxClassifier:
         return logits.to(inputs.device, inputs.dtype), grad.to(inputs.device, inputs.dtype)
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        target = torch.zeros(inputs.shape[0], dtype=torch.long, device=inputs.device)
-        return self.logits_and_grad(inputs, target)[0]
+        if self._forward is None:
+            target = torch.zeros(inputs.shape[0], dtype=torch.long, device=inputs.device)
+            return self.logits_and_grad(inputs, target)[0]
+        feeds = {"x": _on(inputs, self._forward.device, torch.float32)}
+        (logits,) = self._forward.run(feeds, [(inputs.shape[0], self.n_classes)])
+        return logits.to(inputs.device, inputs.dtype)
 
 
 class OnnxManifold:

@@ -48,9 +48,10 @@ def export(
     """Export a classifier and an autoencoder to an ONNX bundle that `explain` runs.
 
     Writes classifier.onnx (logits and the input-gradient of the explained output),
-    encoder.onnx, decoder_jvp.onnx (decoder Jacobian-vector products), copies of the torch
-    checkpoints (for `--backend torch`) and manifest.json with every file's sha256. The
-    export is verified against torch autograd before the bundle appears.
+    classifier_forward.onnx (logits only), encoder.onnx, decoder_jvp.onnx (decoder
+    Jacobian-vector products), copies of the torch checkpoints (for `--backend torch`) and
+    manifest.json with every file's sha256. The export is verified against torch autograd
+    before the bundle appears.
 
     \b
     Example:

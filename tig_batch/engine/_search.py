@@ -1,7 +1,15 @@
-"""The tangentially aligned base-point: projected gradient ascent on ``mu`` over the base-point.
+"""The tangentially aligned base-point: ``a* = argmax_a mu(IG(x; a))`` over ``[lo, hi]^d``.
 
-``a* = argmax_a mu(IG(x; a))`` over ``[lo, hi]^d``, batched over images: every iteration runs
-the still-active images through one IG evaluation and one step, with no per-image loop.
+Batched over images: every iteration runs the still-active images through one IG evaluation
+and one step, with no per-image loop. Two optimisers share that loop:
+
+- ``ascent``: projected gradient ascent on ``mu`` (the paper's approach), with the
+  frozen-path or the exact gradient and a fixed or per-image adaptive step length;
+- ``projection`` (ours): with the path gradient ``G`` frozen, ``IG = G * (x - a)`` is linear in
+  ``a`` and the best explanation it can reach is the tangential part of the current one,
+  ``P_T IG``; the base-point that yields it is ``a = x - P_T IG / G`` (clipped to the value
+  range), found in closed form. The step moves ``damping`` of the way there, then ``G`` is
+  refreshed by the next IG evaluation.
 """
 
 from __future__ import annotations
@@ -35,9 +43,19 @@ class BaselineSearch:
     - ``gradient``: ``frozen-path`` (first derivatives only, exact almost everywhere for ReLU
       networks explaining a logit) or ``exact`` (differentiates through the quadrature; needs a
       :class:`~tig_batch.backends.SecondOrderClassifier`, i.e. the torch backend).
-    - ``init``: the starting base-point kind; ``lr``: the step length (l2, in input units,
-      when ``normalize_step``; else the plain gradient's multiplier); ``n_iterations`` steps.
-    - ``n_steps``/``method``: the quadrature inside the loop (may be coarser than the final IG).
+    - ``optimizer``: ``ascent`` or ``projection`` (see the module docstring); ``projection``
+      uses the frozen path gradient only and moves ``damping`` (in (0, 1]) of the way to the
+      frozen-path solution per step. It raises ``mu`` in far fewer steps than ``ascent`` but
+      shrinks the output gap faster at equal ``mu``: pair it with ``min_gap`` when that matters.
+    - ``init``: the starting base-point kind; ``lr``: the ascent step length (l2, in input
+      units, when ``normalize_step``; else the plain gradient's multiplier); ``n_iterations``
+      steps.
+    - ``adaptive_lr``: per-image ascent step lengths, grown by ``lr_growth`` after a step that
+      raised the image's ``mu`` and cut by ``lr_decay`` after one that lowered it (within
+      ``[lr / 100, lr * 100]``).
+    - ``n_steps``/``method``: the quadrature inside the loop. It only has to rank base-points,
+      so it can be far coarser than the final IG's: on mnist-5k 4 midpoint nodes reached the
+      ``mu`` (measured with 50 nodes) of 16 nodes, 0.796 against 0.802, at a quarter of the cost.
     - ``target_mu``: an image stops once its ``mu`` reaches this; ``keep_best``: return the
       best iterate by ``mu`` rather than the last.
     - ``min_gap``: iterates whose output gap ``f_c(x) - f_c(a)`` falls below it are never kept
@@ -47,10 +65,15 @@ class BaselineSearch:
     """
 
     gradient: Literal["frozen-path", "exact"] = "frozen-path"
+    optimizer: Literal["ascent", "projection"] = "ascent"
     init: BaselineKind = "zero"
     lr: float = 0.5
+    damping: float = 0.5
+    adaptive_lr: bool = False
+    lr_growth: float = 1.2
+    lr_decay: float = 0.5
     n_iterations: int = 50
-    n_steps: int = 16
+    n_steps: int = 4
     method: Rule = "midpoint"
     normalize_step: bool = True
     target_mu: float | None = None
@@ -63,8 +86,19 @@ class BaselineSearch:
     def __post_init__(self) -> None:
         if self.gradient not in ("frozen-path", "exact"):
             raise ValueError(f"gradient must be 'frozen-path' or 'exact', got {self.gradient!r}")
+        if self.optimizer not in ("ascent", "projection"):
+            raise ValueError(f"optimizer must be 'ascent' or 'projection', got {self.optimizer!r}")
+        if self.optimizer == "projection" and self.gradient == "exact":
+            raise ValueError(
+                "optimizer='projection' solves the frozen-path problem; it takes no exact "
+                "gradient (use gradient='frozen-path' or optimizer='ascent')"
+            )
         if self.n_iterations < 0 or self.lr < 0:
             raise ValueError("n_iterations and lr must be non-negative")
+        if not 0 < self.damping <= 1:
+            raise ValueError(f"damping must be in (0, 1], got {self.damping}")
+        if self.lr_growth < 1 or not 0 < self.lr_decay <= 1:
+            raise ValueError("lr_growth must be >= 1 and lr_decay in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -114,6 +148,7 @@ def optimal_baselines(
     best = _Best(a.clone(), f_x)
     iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
     active = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    step_size = _StepSize(search, f_x)
     evaluations = 0
     for step in range(search.n_iterations + 1):
         rows = active.nonzero().squeeze(1)
@@ -128,16 +163,19 @@ def optimal_baselines(
             break
         if search.target_mu is not None:
             active[rows[ig.alignment >= search.target_mu]] = False
-        if search.gradient == "exact":
+        if search.optimizer == "projection":
+            new_a = projection_step(x[rows], a[rows], ig, basis[rows], search.damping, value_range)
+        elif search.gradient == "exact":
             grad = alignment_gradient(
                 model, x_rows, a_rows, target[rows], basis[rows], rule, ig, internal_batch_size
             )
             evaluations += 2 * rows.numel() * len(rule)
-            new_a = ascent_step_ref(a[rows], grad, search.lr, value_range, search.normalize_step)
+            lr = step_size.update(rows, ig.alignment)
+            new_a = ascent_step_ref(a[rows], grad, lr, value_range, search.normalize_step)
         else:
             new_a = tangential_step(
                 ig.attributions, ig.mean_gradient, basis[rows], ig.projection, a[rows],
-                search.lr, value_range, search.normalize_step,
+                step_size.update(rows, ig.alignment), value_range, search.normalize_step,
             )  # fmt: skip
         moving = active[rows]
         a[rows[moving]] = new_a[moving]
@@ -179,6 +217,51 @@ def alignment_gradient(
             model, inputs, baselines, target, rule, u, internal_batch_size
         )
     return grad
+
+
+def projection_step(
+    inputs: torch.Tensor,
+    baselines: torch.Tensor,
+    ig: IGProjection,
+    basis: torch.Tensor,
+    damping: float,
+    value_range: ValueRange,
+) -> torch.Tensor:
+    """One ``projection`` step (B, d): ``a + damping * (clip(x - P_T v / G) - a)``.
+
+    With ``G`` frozen, ``v = G * (x - a)`` can take any value where ``G != 0``, so the closest
+    fully tangential explanation ``P_T v`` is reached by ``a = x - P_T v / G``; where ``G = 0``
+    the base-point cannot change the explanation and stays. All vectors flattened to (B, d).
+    """
+    if ig.projection is None:
+        raise ValueError("projection_step needs the IG evaluation's tangent projection")
+    tangential = torch.bmm(basis, ig.projection[:, :, None]).squeeze(2)
+    g = ig.mean_gradient
+    movable = g != 0
+    solved = inputs - tangential / torch.where(movable, g, torch.ones_like(g))
+    target = torch.where(movable, solved.clamp(*value_range), baselines)
+    return baselines + damping * (target - baselines)
+
+
+class _StepSize:
+    """Ascent step lengths per image: fixed ``lr``, or adapted to each image's progress."""
+
+    def __init__(self, search: BaselineSearch, like: torch.Tensor) -> None:
+        self.search = search
+        self.lr = torch.full_like(like, search.lr)
+        self.previous = torch.full_like(like, torch.nan)
+
+    def update(self, rows: torch.Tensor, alignment: torch.Tensor) -> torch.Tensor | float:
+        """The step length for ``rows`` now that their current ``mu`` is ``alignment``."""
+        if not self.search.adaptive_lr:
+            return self.search.lr
+        previous = self.previous[rows]
+        factor = torch.ones_like(alignment)
+        factor = torch.where(alignment > previous, self.search.lr_growth, factor)
+        factor = torch.where(alignment < previous, self.search.lr_decay, factor)
+        lr = (self.lr[rows] * factor).clamp(self.search.lr / 100, self.search.lr * 100)
+        self.lr[rows], self.previous[rows] = lr, alignment
+        return lr
 
 
 class _Best:
