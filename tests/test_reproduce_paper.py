@@ -52,6 +52,7 @@ def quick_run(digits_shards, tmp_path_factory: pytest.TempPathFactory):
         "--quick", "--data", str(train), "--test-data", str(test), "--out",
         str(root / "docs" / "results.md"), "--work-dir", str(root / "work"), "--threads", "1",
         "--ablate-sigma", "0.1,0.5", "--ablate-adaptive", "--target-mus", "0.5",
+        "--ablate-optimizer",
     ]  # fmt: skip
     first = CliRunner().invoke(_script().main, args)
     assert first.exit_code == 0, first.output
@@ -106,6 +107,11 @@ def test_table_equals_numpy_on_the_written_explanations(quick_run) -> None:
     gaussian, tangential = data["alignment/gaussian"][:n], data["alignment/tangential"][:n]
     assert float(sigma["sigma 0.5"][2]) == pytest.approx(gaussian.mean(), abs=1.5e-3)
     assert float(fixed["fixed: 3 iterations"][2]) == pytest.approx(tangential.mean(), abs=1.5e-3)
+    # a search without a target evaluates (iterations + 1) x nodes gradients per image
+    optimizers = _table(text, "### Base-point optimisers")
+    assert optimizers["ascent, 3 iterations"][6:8] == ["3.0", str(4 * 8)]
+    assert optimizers["projection, 10 iterations"][6:8] == ["10.0", str(11 * 8)]
+    assert (root / "docs" / "results" / "ablations.png").stat().st_size > 0
     assert (root / "docs" / "results" / "alignment_density.png").stat().st_size > 0
     assert "![Example explanations](results/examples.png)" in text
     assert "python scripts/reproduce_paper.py --data" in text and "--quick" in text
