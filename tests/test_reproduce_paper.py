@@ -1,0 +1,179 @@
+"""``scripts/reproduce_paper.py --quick`` on tiny shards: the page's numbers against numpy on
+the explain outputs it wrote, cached models on a rerun, and clear refusals of bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "reproduce_paper.py"
+
+
+def _script():
+    """The script as a module (registered first: its dataclasses look their module up)."""
+    if "reproduce_paper" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("reproduce_paper", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["reproduce_paper"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["reproduce_paper"]
+
+
+def _table(text: str, heading: str) -> dict[str, list[str]]:
+    """The Markdown table under ``heading``: first cell -> the other cells."""
+    section = text.split(heading, 1)[1]
+    rows = {}
+    for line in section.splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+        elif rows and not line.startswith("|"):
+            break
+    return rows
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3f}"
+
+
+@pytest.fixture(scope="module")
+def quick_run(digits_shards, tmp_path_factory: pytest.TempPathFactory):
+    train, test = digits_shards
+    root = tmp_path_factory.mktemp("reproduce")
+    args = [
+        "--quick", "--data", str(train), "--test-data", str(test), "--out",
+        str(root / "docs" / "results.md"), "--work-dir", str(root / "work"), "--threads", "1",
+        "--ablate-sigma", "0.1,0.5", "--ablate-adaptive", "--target-mus", "0.5",
+        "--ablate-optimizer",
+    ]  # fmt: skip
+    first = CliRunner().invoke(_script().main, args)
+    assert first.exit_code == 0, first.output
+    return root, args, first
+
+
+def _columns(outputs: list[Path], names: list[str]) -> dict[str, np.ndarray]:
+    """Datasets of several explain outputs, concatenated in the given order."""
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for path in outputs:
+        with h5py.File(path, "r") as f:
+            for name in names:
+                columns[name].append(f[name][:].astype(np.float64))
+    return {name: np.concatenate(parts) for name, parts in columns.items()}
+
+
+def _outputs(work: Path) -> list[Path]:
+    return sorted(work.glob("models-*/explained-*/*.h5"))
+
+
+@pytest.mark.slow
+def test_table_equals_numpy_on_the_written_explanations(quick_run) -> None:
+    root, _, _ = quick_run
+    text = (root / "docs" / "results.md").read_text()
+    outputs = _outputs(root / "work")
+    assert [p.name for p in outputs] == ["test-00000.h5", "test-00001.h5"]  # shards of 6
+    table = _table(text, "## Alignment per method")
+    methods = [m for m in table if m != "method"]
+    assert len(methods) == 9
+    gaps = [f"output_gap/{m}" for m in methods if m not in ("gradient", "smoothgrad",
+                                                             "inputxgrad")]  # fmt: skip
+    data = _columns(outputs, ["chance_level", *[f"alignment/{m}" for m in methods], *gaps])
+    chance = data["chance_level"]
+    for method in methods:
+        mu = data[f"alignment/{method}"]
+        keep = np.isfinite(mu)
+        q25, median, q75 = np.quantile(mu[keep], [0.25, 0.5, 0.75])
+        above = np.mean(mu[keep] > chance[keep])
+        gap = data.get(f"output_gap/{method}")
+        expected = [
+            str(keep.sum()), _fmt(mu[keep].mean()), _fmt(q25), _fmt(median), _fmt(q75),
+            f"{100 * above:.0f}%", "" if gap is None else _fmt(gap.mean()),
+        ]  # fmt: skip
+        assert table[method][:7] == expected, method
+    assert int(table["tangential"][0]) == 12
+    assert f"Chance level `sqrt(r/d)`: {_fmt(chance.mean())}" in text
+    # the ablations call the engine directly: on the same first images with the same
+    # settings they must reproduce the pipeline's numbers
+    sigma = _table(text, "### Gaussian base-point sigma")
+    fixed = _table(text, "### Fixed vs adaptive steps")
+    n = int(sigma["sigma 0.5"][0])
+    gaussian, tangential = data["alignment/gaussian"][:n], data["alignment/tangential"][:n]
+    assert float(sigma["sigma 0.5"][2]) == pytest.approx(gaussian.mean(), abs=1.5e-3)
+    assert float(fixed["fixed: 3 iterations"][2]) == pytest.approx(tangential.mean(), abs=1.5e-3)
+    # a search without a target evaluates (iterations + 1) x nodes gradients per image
+    optimizers = _table(text, "### Base-point optimisers")
+    assert optimizers["ascent, 3 iterations"][6:8] == ["3.0", str(4 * 8)]
+    assert optimizers["projection, 10 iterations"][6:8] == ["10.0", str(11 * 8)]
+    assert (root / "docs" / "results" / "ablations.png").stat().st_size > 0
+    assert (root / "docs" / "results" / "alignment_density.png").stat().st_size > 0
+    assert "![Example explanations](results/examples.png)" in text
+    assert "python scripts/reproduce_paper.py --data" in text and "--quick" in text
+    assert re.search(r"mean `mu = 0\.\d{3}`", text) and "The price in output gap" in text
+    assert "Partial" not in text
+
+
+@pytest.mark.slow
+def test_second_run_reuses_models_bundle_and_results(quick_run) -> None:
+    root, args, first = quick_run
+    assert "classifier: training" in first.stderr and "exporting" in first.stderr
+    written = {p: p.stat().st_mtime_ns for p in _outputs(root / "work")}
+    again = CliRunner().invoke(_script().main, args)
+    assert again.exit_code == 0, again.output
+    assert "training" not in again.stderr and "exporting" not in again.stderr
+    assert "classifier: reusing" in again.stderr and "bundle n=16: reusing" in again.stderr
+    assert {p: p.stat().st_mtime_ns for p in _outputs(root / "work")} == written
+
+
+@pytest.mark.slow
+def test_cached_only_reports_the_finished_shards_as_partial(quick_run, tmp_path: Path) -> None:
+    root, args, _ = quick_run
+    work = shutil.copytree(root / "work", tmp_path / "work")
+    second = _outputs(work)[1]
+    second.unlink()  # as if the run had been stopped during the second shard
+    out = tmp_path / "results.md"
+    changed = {"--work-dir": str(work), "--out": str(out)}
+    args = [changed.get(prev, a) for prev, a in zip(["", *args[:-1]], args, strict=True)]
+    result = CliRunner().invoke(_script().main, [*args, "--cached-only"])
+    assert result.exit_code == 0, result.output
+    assert not second.exists()  # computed nothing
+    text = out.read_text()
+    assert "**Partial: 6 of the 12 test images**" in text
+    assert _table(text, "## Alignment per method")["zero"][0] == "6"
+    assert "assembled with `--cached-only`" in text and "--cached-only\n" not in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "no-such-set"], "no-such-set: no such dataset file or directory, and not "
+                                    "a built-in dataset (mnist-5k)"),
+        (["--ablate-sigma", "0.1,-1"], "values must be numbers > 0"),
+        (["--ablate-sigma", "0.1,abc"], "'0.1,abc' is not a comma-separated list of numbers"),
+        (["--ablate-latent", "8,0"], "values must be integers >= 1"),
+        (["--target-mus", "1.5"], "values must be numbers > 0 and at most 1"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_refused_clearly(tmp_path: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(
+        _script().main, [*args, "--out", str(tmp_path / "r.md"), "--work-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_a_path_needs_its_test_split(digits_shards, tmp_path: Path) -> None:
+    train, _ = digits_shards
+    result = CliRunner().invoke(
+        _script().main, ["--data", str(train), "--out", str(tmp_path / "r.md"),
+                         "--work-dir", str(tmp_path)],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "give its test split with --test-data" in result.output
