@@ -42,6 +42,9 @@ VARIANTS = {
     "projection, 50 steps, 4 nodes, damping 0.25": (
         "optimizer=projection,n_iterations=50,damping=0.25"
     ),
+    "projection, 60 steps, 2 nodes, damping 0.25": (
+        "optimizer=projection,n_iterations=60,damping=0.25,n_steps=2"
+    ),
 }
 
 

@@ -52,6 +52,11 @@ SEARCHES: dict[str, BaselineSearch] = {
     "tig-batch projection, 50 steps": BaselineSearch(
         optimizer="projection", n_iterations=50, damping=0.25
     ),
+    # 2 nodes inside the search: 60 steps reached 0.944 where 50 steps of 4 nodes reached
+    # 0.946 on 100 mnist-5k digits, at 122 instead of 204 evaluations per image
+    "tig-batch projection, 60 steps of 2 nodes": BaselineSearch(
+        optimizer="projection", n_iterations=60, damping=0.25, n_steps=2
+    ),
 }
 
 
