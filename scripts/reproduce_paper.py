@@ -465,6 +465,11 @@ def optimizer_ablation(search: BaselineSearch) -> Ablation:
         Variant(f"projection, {PROJECTION_ITERATIONS[-1]} iterations, min_gap 0.5",
                 "tangential",
                 search=replace(projection, n_iterations=PROJECTION_ITERATIONS[-1], min_gap=0.5)),
+        # the settings bench e2e compares with the paper-style reference (docs/performance.md)
+        Variant("projection, 50 iterations, damping 0.25", "tangential",
+                search=replace(projection, n_iterations=50, damping=0.25)),
+        Variant("projection, 60 iterations of 2 nodes, damping 0.25", "tangential",
+                search=replace(projection, n_iterations=60, damping=0.25, n_steps=2)),
     ]  # fmt: skip
     return Ablation(
         "optimizer", "Base-point optimisers",

@@ -40,7 +40,7 @@ def quickstart(
     Builds the mnist-5k shards, trains the classifier (10 epochs) and the autoencoder (20
     epochs, n = 16) or reuses them from --cache-dir, exports and verifies the ONNX bundle,
     explains the 1,000 test digits with all nine methods (IG n_steps 16, a base-point search
-    of 50 steps of 4 nodes, SmoothGrad 5 samples) and writes the report. About 6 minutes on 2
+    of 50 steps of 4 nodes, SmoothGrad 5 samples) and writes the report. About 5 minutes on 2
     CPU cores the first time (docs/quickstart.md), a few seconds when everything is cached.
 
     \b
