@@ -99,3 +99,29 @@ def digits_shards(tmp_path_factory: pytest.TempPathFactory, digits) -> tuple[Pat
         ShardSpec((1, 8, 8), class_names=names, split="test", source="sklearn-digits"),
     )  # fmt: skip
     return train.path, test.path
+
+
+@pytest.fixture(scope="session")
+def digits_bundle(tmp_path_factory: pytest.TempPathFactory, digits_shards) -> Path:
+    """The demo classifier and autoencoder (n = 6) of the 8x8 digits, briefly trained with the
+    CLI and exported: a real bundle for the end-to-end tests."""
+    from click.testing import CliRunner
+
+    from tig_batch.cli import main
+
+    def run(*args: str | Path) -> None:
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+
+    root = tmp_path_factory.mktemp("models")
+    train, test = digits_shards
+    for kind, extra in [("classifier", []), ("autoencoder", ["-n", "6"])]:
+        run(
+            "train", kind, "--data", train, "--test-data", test, "--max-steps", "40",
+            "-o", root / kind, "-q", *extra,
+        )  # fmt: skip
+    run(
+        "export", "--checkpoint", root / "classifier", "--autoencoder", root / "autoencoder",
+        "-o", root / "bundle", "-q",
+    )  # fmt: skip
+    return root / "bundle"

@@ -20,22 +20,8 @@ def _run(*args: str | Path) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory, digits_shards: tuple[Path, Path]) -> Path:
-    """The demo architectures on the 8x8 digits, briefly trained and exported."""
-    root = tmp_path_factory.mktemp("models")
-    train, test = digits_shards
-    for kind, extra in [("classifier", []), ("autoencoder", ["-n", "4"])]:
-        code, out = _run(
-            "train", kind, "--data", train, "--test-data", test, "--max-steps", "10",
-            "-o", root / kind, "-q", *extra,
-        )  # fmt: skip
-        assert code == 0, out
-    code, out = _run(
-        "export", "--checkpoint", root / "classifier", "--autoencoder", root / "autoencoder",
-        "-o", root / "bundle", "-q",
-    )  # fmt: skip
-    assert code == 0, out
-    return root / "bundle"
+def bundle(digits_bundle: Path) -> Path:
+    return digits_bundle
 
 
 def test_bench_backends_table_json_and_agreement(bundle: Path, tmp_path: Path) -> None:

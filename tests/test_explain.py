@@ -31,22 +31,8 @@ def _run(*args: str | Path) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory, digits_shards: tuple[Path, Path]) -> Path:
-    """A real (if briefly trained) classifier and autoencoder of the 8x8 digits, exported."""
-    root = tmp_path_factory.mktemp("models")
-    train, test = digits_shards
-    for kind, extra in [("classifier", []), ("autoencoder", ["-n", "6"])]:
-        code, out = _run(
-            "train", kind, "--data", train, "--test-data", test, "--max-steps", "40",
-            "-o", root / kind, "-q", *extra,
-        )  # fmt: skip
-        assert code == 0, out
-    code, out = _run(
-        "export", "--checkpoint", root / "classifier", "--autoencoder", root / "autoencoder",
-        "-o", root / "bundle", "-q",
-    )  # fmt: skip
-    assert code == 0, out
-    return root / "bundle"
+def bundle(digits_bundle: Path) -> Path:
+    return digits_bundle
 
 
 @pytest.fixture(scope="module")
