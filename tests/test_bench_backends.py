@@ -19,15 +19,10 @@ def _run(*args: str | Path) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-@pytest.fixture(scope="module")
-def bundle(digits_bundle: Path) -> Path:
-    return digits_bundle
-
-
-def test_bench_backends_table_json_and_agreement(bundle: Path, tmp_path: Path) -> None:
+def test_bench_backends_table_json_and_agreement(digits_bundle: Path, tmp_path: Path) -> None:
     path = tmp_path / "backends.json"
     code, out = _run(
-        "bench", "backends", "--bundle", bundle, "--batch-sizes", "3,17", "--threads", "1",
+        "bench", "backends", "--bundle", digits_bundle, "--batch-sizes", "3,17", "--threads", "1",
         "--repeats", "1", "--json", path, "--quiet",
     )  # fmt: skip
     assert code == 0, out
