@@ -27,10 +27,18 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from tig_batch.backends import ExplainedOutput, explained_value
 from tig_batch.errors import ModelError
+from tig_batch.export import _conv_pool
+from tig_batch.export import _onnx_ops as _ops
+from tig_batch.export._conv_pool import fuse_conv_max_pool
 from tig_batch.export._decompositions import decomposition_table
-from tig_batch.export._onnx_ops import mask_before_unpooling, translation_table
+from tig_batch.export._onnx_ops import mask_before_unpooling
 
 OPSET = 18
+
+
+def translation_table() -> dict[Callable, Callable]:
+    """Our ops and their ONNX translations, for ``torch.onnx.export``."""
+    return {**_ops.translation_table(), **_conv_pool.translation_table()}
 
 
 class TracedGraph(nn.Module):
@@ -122,11 +130,14 @@ def _trace(
         return fn(dict(zip(names, params, strict=True)), *inputs)
 
     try:
-        # functionalize: autograd formulas may write in place, which ONNX cannot express
         graph = make_fx(
-            torch.func.functionalize(with_state, remove="mutations"),
-            decomposition_table=decomposition_table(),
-            tracing_mode="symbolic",
+            with_state, decomposition_table=decomposition_table(), tracing_mode="symbolic"
+        )(*example, *state)
+        # then functionalize the traced graph: autograd formulas may write in place, which
+        # ONNX cannot express. Not in one pass: functionalize refuses the autograd.Function of
+        # a fused convolution and pooling (``_conv_pool``), which the first pass inlines.
+        graph = make_fx(
+            torch.func.functionalize(graph, remove="mutations"), tracing_mode="symbolic"
         )(*example, *state)
     except Exception as error:
         raise ModelError(f"cannot trace {type(model).__name__}: {error}") from error
@@ -218,7 +229,7 @@ def _check_exportable(graph: torch.fx.GraphModule, model: nn.Module, example: to
 
 def gradient_graph(model: nn.Module, output: ExplainedOutput, example: torch.Tensor) -> TracedGraph:
     """``(x, target) -> (logits, grad f_c(x))`` as a plain module, for images like ``example``."""
-    model = fold_batch_norm(model)
+    model = fuse_conv_max_pool(fold_batch_norm(model))
 
     def logits_and_grad(
         params: dict[str, torch.Tensor], x: torch.Tensor, target: torch.Tensor
