@@ -241,6 +241,22 @@ def test_logits_come_from_the_forward_graph_and_bundles_without_it_still_load(
     torch.testing.assert_close(loaded.classifier.logits(images), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_onnx_workers_do_not_spin_wait_unless_asked(bundle: Path) -> None:
+    """Idle ORT workers spinning between runs hold the cores torch needs in between."""
+    key = "session.intra_op.allow_spinning"
+    for settings, spinning in ((SessionSettings(), "0"), (SessionSettings(spin_wait=True), None)):
+        loaded = load_bundle(bundle, "onnx", settings)
+        sessions = [loaded.classifier._session, loaded.classifier._forward]
+        sessions += [loaded.manifold._encoder, loaded.manifold._jvp]
+        for session in sessions:
+            options = session.session.get_session_options()
+            if spinning is None:  # ORT's default, which spins
+                with pytest.raises(Exception, match="does not have configuration"):
+                    options.get_session_config_entry(key)
+            else:
+                assert options.get_session_config_entry(key) == spinning
+
+
 def test_existing_bundles_are_kept_unless_overwrite(bundle: Path) -> None:
     before = (bundle / MANIFEST).read_bytes()
     with pytest.raises(ModelError, match="exists; pass overwrite=True"):
