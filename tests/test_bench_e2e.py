@@ -168,6 +168,15 @@ def test_e2e_quick_run_on_tiny_models(tmp_path: Path) -> None:
     for row in plain.values():
         assert row["images_per_s"] > 0 and row["ratio_to_captum"] > 0 and row["gflops"] > 0
         assert row["max_rel_diff"] < 1e-5  # the same midpoint IG as Captum's riemann_middle
+        # --quick tries internal batches of 4 and 16; the row is the contender at its fastest
+        by_size = {int(size): rate for size, rate in row["images_per_s_by_internal_batch"].items()}
+        assert set(by_size) == {4, 16}
+        assert row["images_per_s"] == max(by_size.values())
+        assert row["internal_batch_size"] == max(by_size, key=by_size.__getitem__)
+    captum_best = plain["Captum"]["images_per_s"]
+    onnx = plain["tig-batch onnx"]
+    assert onnx["ratio_to_captum"] == pytest.approx(onnx["images_per_s"] / captum_best)
+    assert "| contender | 4 | 16 |" in result.output
     flops = report["flops"]
     assert flops["per_evaluation"] == pytest.approx(2 * _forward_flops(), rel=0.01)
 

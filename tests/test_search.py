@@ -272,3 +272,16 @@ def test_adaptive_search_stays_in_range_and_improves_on_the_start() -> None:
 def test_search_settings_are_checked(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         BaselineSearch(**kwargs)
+
+
+@pytest.mark.parametrize("min_gap", [None, 0.5])
+def test_the_reported_gap_is_the_kept_base_points(min_gap: float | None) -> None:
+    """Without ``min_gap`` the gap is measured once, after the search; with it, per step."""
+    model, inputs, tangent = _cnn_problem()
+    search = BaselineSearch(n_iterations=6, min_gap=min_gap)
+    result = optimal_baselines(model, inputs, tangent, search=search)
+    target = model.logits(inputs).argmax(1)
+    expected = model.explained_output(inputs, target) - model.explained_output(
+        result.baselines, target
+    )
+    torch.testing.assert_close(result.output_gap, expected, rtol=1e-9, atol=1e-12)

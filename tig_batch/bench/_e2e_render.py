@@ -26,19 +26,35 @@ def to_markdown(result: E2EResult) -> str:
         f"{result.versions['captum']}.",
         "",
         f"**Plain IG** ({s['n_images']} mnist-5k test digits, zero base-point, {s['n_steps']} "
-        f"midpoint nodes, batches of {s['batch_size']}, internal batch {s['internal_batch_size']};"
-        f" median of {s['repeats']} alternating rounds):",
+        f"midpoint nodes, batches of {s['batch_size']}; median of {s['repeats']} alternating "
+        "rounds; each contender at the internal batch size (samples per model call) where it "
+        "ran fastest, and the ratio to Captum's fastest):",
         "",
-        "| contender | images/s | vs Captum | max abs diff | max rel diff | peak RSS MiB "
-        "| RSS growth MiB | GFLOP/s | % of matmul |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| contender | internal batch | images/s | vs Captum | max abs diff | max rel diff "
+        "| peak RSS MiB | RSS growth MiB | GFLOP/s | % of matmul |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result.plain_ig:
         lines.append(
-            f"| {r.name} | {r.images_per_s:.1f} | {r.ratio_to_captum:.2f}x | "
-            f"{r.max_abs_diff:.1e} | {r.max_rel_diff:.1e} | {_mib(r.peak_rss_mib)} | "
-            f"{_mib(r.rss_growth_mib)} | {r.gflops:.1f} | {r.percent_of_matmul:.0f}% |"
+            f"| {r.name} | {r.internal_batch_size} | {r.images_per_s:.1f} | "
+            f"{r.ratio_to_captum:.2f}x | {r.max_abs_diff:.1e} | {r.max_rel_diff:.1e} | "
+            f"{_mib(r.peak_rss_mib)} | {_mib(r.rss_growth_mib)} | {r.gflops:.1f} | "
+            f"{r.percent_of_matmul:.0f}% |"
         )
+    sizes = s["internal_batch_sizes"]
+    lines += [
+        "",
+        "Images/s at each internal batch size:",
+        "",
+        "| contender | " + " | ".join(map(str, sizes)) + " |",
+        "|---|" + "---:|" * len(sizes),
+        *(
+            f"| {r.name} | "
+            + " | ".join(f"{r.images_per_s_by_internal_batch[n]:.1f}" for n in sizes)
+            + " |"
+            for r in result.plain_ig
+        ),
+    ]
     f = result.flops
     lines += [
         "",

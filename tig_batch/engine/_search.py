@@ -141,7 +141,7 @@ def optimal_baselines(
     scale = torch.ones_like(f_x)
     if search.gap_relative:
         scale = f_x - explained_outputs(model, zero_baselines(inputs, value_range), target)
-    min_gap = torch.full_like(f_x, -torch.inf) if search.min_gap is None else search.min_gap * scale
+    min_gap = None if search.min_gap is None else search.min_gap * scale
 
     init = make_baselines(search.init, inputs, value_range, seed=search.seed, sample_ids=sample_ids)
     a = init.flatten(1).clone()
@@ -156,9 +156,14 @@ def optimal_baselines(
             break
         x_rows, a_rows = x[rows].view(-1, *inputs.shape[1:]), a[rows].view(-1, *inputs.shape[1:])
         ig = integrate(model, x_rows, a_rows, target[rows], rule, internal_batch_size, basis[rows])
-        gap = f_x[rows] - explained_outputs(model, a_rows, target[rows])
         evaluations += rows.numel() * len(rule)
-        best.offer(rows, a[rows], ig.alignment, gap, gap >= min_gap[rows], search.keep_best)
+        if min_gap is None:  # no constraint: the gap is measured once, of the kept
+            gap = torch.full_like(ig.alignment, torch.nan)
+            allowed = torch.ones_like(gap, dtype=torch.bool)
+        else:
+            gap = f_x[rows] - explained_outputs(model, a_rows, target[rows])
+            allowed = gap >= min_gap[rows]
+        best.offer(rows, a[rows], ig.alignment, gap, allowed, search.keep_best)
         if step == search.n_iterations:
             break
         if search.target_mu is not None:
@@ -181,6 +186,8 @@ def optimal_baselines(
         a[rows[moving]] = new_a[moving]
         iterations[rows[moving]] += 1
 
+    if min_gap is None:
+        best.gap = f_x - explained_outputs(model, best.baselines.view_as(inputs), target)
     threshold = search.degenerate_gap * scale
     return SearchResult(
         baselines=best.baselines.view_as(inputs),
