@@ -32,19 +32,18 @@ from tig_batch.data import iter_batches, resolve_dataset
 from tig_batch.engine._ig import explained_outputs, resolve_target
 
 VARIANTS = {
-    "ascent, 50 steps, 16 nodes inside": "n_steps=16",
-    "ascent, 50 steps, 4 nodes inside (the default)": "",
-    "ascent, 50 steps, 4 nodes, adaptive steps": "adaptive_lr=True",
-    "projection, 10 steps, 4 nodes": "optimizer=projection,n_iterations=10",
-    "projection, 20 steps, 4 nodes": "optimizer=projection,n_iterations=20",
-    "projection, 20 steps, 16 nodes": "optimizer=projection,n_iterations=20,n_steps=16",
-    "projection, 50 steps, 4 nodes": "optimizer=projection,n_iterations=50",
-    "projection, 50 steps, 4 nodes, damping 0.25": (
-        "optimizer=projection,n_iterations=50,damping=0.25"
+    "ascent, 50 steps, 16 nodes inside": "optimizer=ascent,n_iterations=50,n_steps=16",
+    "ascent, 50 steps, 4 nodes inside": "optimizer=ascent,n_iterations=50,n_steps=4",
+    "ascent, 50 steps, 4 nodes, adaptive steps": (
+        "optimizer=ascent,n_iterations=50,n_steps=4,adaptive_lr=True"
     ),
-    "projection, 60 steps, 2 nodes, damping 0.25": (
-        "optimizer=projection,n_iterations=60,damping=0.25,n_steps=2"
-    ),
+    "projection, 10 steps, 4 nodes": "n_iterations=10,n_steps=4,damping=0.5",
+    "projection, 20 steps, 4 nodes": "n_iterations=20,n_steps=4,damping=0.5",
+    "projection, 20 steps, 16 nodes": "n_iterations=20,n_steps=16,damping=0.5",
+    "projection, 50 steps, 4 nodes": "n_iterations=50,n_steps=4,damping=0.5",
+    "projection, 50 steps, 4 nodes, damping 0.25": "n_iterations=50,n_steps=4",
+    "projection, 60 steps, 2 nodes, damping 0.25 (the default)": "",
+    "the default, min gap 0.1": "min_gap=0.1",
 }
 
 
@@ -94,8 +93,11 @@ def main() -> None:
     zero_gap = f_x - explained_outputs(model, torch.full_like(images, value_range[0]), target)
 
     print(f"{len(images)} images; mu and gap of the final {args.n_steps}-node IG\n")
-    print("| search | evaluations / image | mean `mu` | mean gap / zero's gap | seconds |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| search | evaluations / image | mean `mu` | mean gap / zero's gap | flagged degenerate "
+        "| seconds |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for name, text in variants.items():
         search = parse_search(text)
         start = time.perf_counter()
@@ -106,7 +108,8 @@ def main() -> None:
         gap = f_x - explained_outputs(model, found.baselines, target)
         print(
             f"| {name} | {found.n_gradient_evaluations / len(images):.0f} | "
-            f"{mu.nanmean():.3f} | {(gap / zero_gap).mean():.2f} | {seconds:.1f} |",
+            f"{mu.nanmean():.3f} | {(gap / zero_gap).mean():.2f} | "
+            f"{found.degenerate.float().mean():.0%} | {seconds:.1f} |",
             flush=True,
         )
 

@@ -84,7 +84,7 @@ def test_search_options_reach_the_search_and_are_recorded(
 ) -> None:
     runs = {
         "projection": ["--search-optimizer", "projection", "--search-damping", "0.7"],
-        "adaptive": ["--search-adaptive-lr"],
+        "adaptive": ["--search-optimizer", "ascent", "--search-adaptive-lr"],
     }
     results = {}
     for name, options in runs.items():
@@ -100,6 +100,10 @@ def test_search_options_reach_the_search_and_are_recorded(
     assert results["projection"]["optimizer"] == "projection"
     assert results["projection"]["damping"] == 0.7
     assert results["adaptive"]["optimizer"] == "ascent" and results["adaptive"]["adaptive_lr"]
+    for flags in (["--search-adaptive-lr"], ["--search-gradient", "exact"]):
+        code, out = _run("explain", bundle, shards, "-o", tmp_path / "refused", *flags)
+        assert code == 2 and f"{' '.join(flags)} applies to ascent steps" in out, out
+        assert "--search-optimizer ascent" in out and not (tmp_path / "refused").exists()
 
 
 def test_torch_and_onnx_backends_agree(bundle: Path, shards: Path, tmp_path: Path) -> None:

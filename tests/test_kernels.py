@@ -300,7 +300,7 @@ def test_search_gives_the_same_base_points_with_triton_and_torch_kernels(
         rank=tangent.rank[:3],
         singular_values=tangent.singular_values[:3],
     )
-    search = BaselineSearch(n_iterations=3, n_steps=5, lr=0.3)
+    search = BaselineSearch(optimizer="ascent", n_iterations=3, n_steps=5, lr=0.3)
     launched: list[str] = []
     for module, name in (
         (path_module, "interpolate_path_triton"),

@@ -26,9 +26,9 @@ def _load(name: str) -> ModuleType:
 def test_search_settings_parse_into_typed_fields() -> None:
     parse = _load("compare_searches").parse_search
     assert parse("") == BaselineSearch()
-    search = parse("optimizer=projection,n_iterations=10,damping=0.25,adaptive_lr=true,min_gap=0.5")
+    search = parse("optimizer=ascent,n_iterations=10,lr=0.25,adaptive_lr=true,min_gap=0.5")
     assert search == BaselineSearch(
-        optimizer="projection", n_iterations=10, damping=0.25, adaptive_lr=True, min_gap=0.5
+        optimizer="ascent", n_iterations=10, lr=0.25, adaptive_lr=True, min_gap=0.5
     )
     assert isinstance(search.n_iterations, int)
 

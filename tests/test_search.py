@@ -102,7 +102,7 @@ def _linear_problem(batch: int = 3, r: int = 3):  # type: ignore[no-untyped-def]
 
 def test_reaches_a_known_optimum_inside_the_value_range() -> None:
     model, inputs, tangent = _linear_problem()
-    search = BaselineSearch(n_iterations=300, lr=0.05, n_steps=4)
+    search = BaselineSearch(optimizer="ascent", n_iterations=300, lr=0.05, n_steps=4)
     result = optimal_baselines(model, inputs, tangent, target=0, search=search)
     assert result.alignment.min() >= 0.99
     assert result.baselines.min() >= 0 and result.baselines.max() <= 1
@@ -120,17 +120,26 @@ def test_raises_alignment_well_above_the_zero_base_point_on_a_relu_cnn() -> None
     model, inputs, tangent = _cnn_problem()
     zero = integrated_gradients(model, inputs, 0.0, n_steps=16)
     zero_mu = alignment(zero.attributions, tangent.basis)
-    result = optimal_baselines(model, inputs, tangent, search=BaselineSearch(n_iterations=40))
-    assert result.alignment.mean() > zero_mu.mean() + 0.2
-    assert (result.alignment >= zero_mu - 1e-12).all()  # the start is kept if nothing beats it
-    assert result.baselines.min() >= 0 and result.baselines.max() <= 1
-    assert result.n_gradient_evaluations == 6 * 4 * 41
+    for search, n_steps in (
+        (BaselineSearch(optimizer="ascent", n_iterations=40, n_steps=4), 4),
+        (BaselineSearch(n_iterations=40), 2),  # the defaults: projection steps of 2 nodes
+    ):
+        result = optimal_baselines(model, inputs, tangent, search=search)
+        assert result.alignment.mean() > zero_mu.mean() + 0.2
+        assert (result.alignment >= zero_mu - 1e-12).all()  # the start is kept if not beaten
+        assert result.baselines.min() >= 0 and result.baselines.max() <= 1
+        assert result.n_gradient_evaluations == 6 * n_steps * 41
 
 
 def test_frozen_and_exact_searches_agree_on_a_relu_network() -> None:
     model, inputs, tangent = _cnn_problem()
     runs = [
-        optimal_baselines(model, inputs, tangent, search=BaselineSearch(gradient=g, n_iterations=5))
+        optimal_baselines(
+            model,
+            inputs,
+            tangent,
+            search=BaselineSearch(optimizer="ascent", gradient=g, n_iterations=5),
+        )
         for g in ("frozen-path", "exact")
     ]
     torch.testing.assert_close(runs[0].baselines, runs[1].baselines, rtol=1e-9, atol=1e-12)
@@ -175,7 +184,10 @@ def test_exact_search_needs_a_second_order_backend(images: torch.Tensor) -> None
 
     with pytest.raises(TypeError, match="frozen-path"):
         optimal_baselines(
-            FirstOrderOnly(), images, _random_tangent(4, 2), search=BaselineSearch(gradient="exact")
+            FirstOrderOnly(),
+            images,
+            _random_tangent(4, 2),
+            search=BaselineSearch(gradient="exact", optimizer="ascent"),
         )
 
 
@@ -229,8 +241,8 @@ def test_projection_raises_alignment_faster_than_ascent_on_a_relu_cnn() -> None:
     runs = {
         name: optimal_baselines(model, inputs, tangent, search=BaselineSearch(**kw))
         for name, kw in {
-            "ascent": {"n_iterations": 10},
-            "projection": {"n_iterations": 10, "optimizer": "projection"},
+            "ascent": {"optimizer": "ascent", "n_iterations": 10, "n_steps": 4},
+            "projection": {"n_iterations": 10, "n_steps": 4},
         }.items()
     }
     assert runs["projection"].alignment.mean() > runs["ascent"].alignment.mean()
@@ -238,7 +250,9 @@ def test_projection_raises_alignment_faster_than_ascent_on_a_relu_cnn() -> None:
 
 
 def test_adaptive_steps_grow_after_progress_and_shrink_after_a_setback() -> None:
-    search = BaselineSearch(adaptive_lr=True, lr=1.0, lr_growth=2.0, lr_decay=0.25)
+    search = BaselineSearch(
+        optimizer="ascent", adaptive_lr=True, lr=1.0, lr_growth=2.0, lr_decay=0.25
+    )
     steps = _StepSize(search, torch.zeros(3))
     rows = torch.arange(3)
     first = steps.update(rows, torch.tensor([0.5, 0.5, torch.nan]))
@@ -247,14 +261,16 @@ def test_adaptive_steps_grow_after_progress_and_shrink_after_a_setback() -> None
     torch.testing.assert_close(second, torch.tensor([2.0, 0.25, 1.0]))
     third = steps.update(rows[:1], torch.tensor([0.6]))  # no change in mu: keep the length
     torch.testing.assert_close(third, torch.tensor([2.0]))
-    fixed = _StepSize(BaselineSearch(lr=0.3), torch.zeros(3)).update(rows, torch.ones(3))
+    fixed = _StepSize(BaselineSearch(optimizer="ascent", lr=0.3), torch.zeros(3)).update(
+        rows, torch.ones(3)
+    )
     assert fixed == 0.3
 
 
 def test_adaptive_search_stays_in_range_and_improves_on_the_start() -> None:
     model, inputs, tangent = _cnn_problem()
     zero_mu = alignment(integrated_gradients(model, inputs, n_steps=16).attributions, tangent.basis)
-    search = BaselineSearch(n_iterations=20, adaptive_lr=True)
+    search = BaselineSearch(optimizer="ascent", n_iterations=20, adaptive_lr=True)
     result = optimal_baselines(model, inputs, tangent, search=search)
     assert result.alignment.mean() > zero_mu.mean() + 0.1
     assert result.baselines.min() >= 0 and result.baselines.max() <= 1
@@ -265,6 +281,8 @@ def test_adaptive_search_stays_in_range_and_improves_on_the_start() -> None:
     [
         ({"optimizer": "newton"}, "optimizer must be"),
         ({"optimizer": "projection", "gradient": "exact"}, "frozen-path"),
+        ({"gradient": "exact"}, "frozen-path"),  # projection is the default
+        ({"adaptive_lr": True}, "needs optimizer='ascent'"),
         ({"damping": 0.0}, "damping"),
         ({"lr_decay": 1.5}, "lr_decay"),
     ],

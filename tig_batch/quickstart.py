@@ -8,6 +8,7 @@ settings, so a second run only explains what is missing and redraws the report.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -28,6 +29,7 @@ from tig_batch.data import (
     open_dataset,
     write_shards,
 )
+from tig_batch.engine import BaselineSearch
 from tig_batch.errors import DataError, ModelError
 from tig_batch.pipeline import METHODS
 
@@ -42,8 +44,8 @@ class QuickstartSettings:
     """What the quickstart trains and how it explains; :data:`DEFAULT` and :data:`FAST`.
 
     ``n_images`` test images are explained (None: all 1,000). The explain settings trade
-    accuracy of the numbers for time: fewer quadrature nodes and search steps than
-    ``tig-batch explain``'s defaults (see docs/quickstart.md for what that changes).
+    accuracy of the numbers for time: fewer quadrature nodes than ``tig-batch explain``'s
+    defaults (see docs/quickstart.md for what that changes).
     """
 
     classifier_epochs: int = 10
@@ -54,8 +56,7 @@ class QuickstartSettings:
     n_images: int | None = None
     methods: tuple[str, ...] = METHODS
     n_steps: int = 16
-    search_iterations: int = 50
-    search_n_steps: int = 4
+    search: BaselineSearch = field(default_factory=BaselineSearch)
     smoothgrad_samples: int = 5
     batch_size: int = 50
     n_examples: int = 10
@@ -70,7 +71,8 @@ class QuickstartSettings:
 DEFAULT = QuickstartSettings()
 FAST = QuickstartSettings(
     classifier_epochs=1, autoencoder_epochs=1, max_steps=20, n_images=12, n_steps=8,
-    search_iterations=3, search_n_steps=8, smoothgrad_samples=3, batch_size=6, n_examples=6,
+    search=BaselineSearch(n_iterations=3, n_steps=8), smoothgrad_samples=3, batch_size=6,
+    n_examples=6,
 )  # fmt: skip
 
 
@@ -170,7 +172,6 @@ def run_quickstart(
     bars when ``progress`` is given.
     """
     from tig_batch.backends import load_bundle
-    from tig_batch.engine import BaselineSearch
     from tig_batch.export import export_checkpoints
     from tig_batch.pipeline import ExplainConfig
     from tig_batch.report import write_report
@@ -221,10 +222,7 @@ def run_quickstart(
 
     n_images = open_dataset(inputs).count
     say(f"[5/6] explain: {n_images} test images, {len(settings.methods)} methods")
-    search = BaselineSearch(
-        n_iterations=settings.search_iterations, n_steps=settings.search_n_steps,
-        seed=settings.seed,
-    )  # fmt: skip
+    search = dataclasses.replace(settings.search, seed=settings.seed)
     config = ExplainConfig(
         methods=settings.methods, n_steps=settings.n_steps, search=search, seed=settings.seed,
         smoothgrad_samples=settings.smoothgrad_samples,
