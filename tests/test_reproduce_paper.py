@@ -1,5 +1,6 @@
 """``scripts/reproduce_paper.py --quick`` on tiny shards: the page's numbers against numpy on
-the explain outputs it wrote, cached models on a rerun, and clear refusals of bad input."""
+the explain outputs it wrote, cached models on a rerun, and clear refusals of bad input; the
+study's pieces in ``tig_batch/report`` (cache keys, verdict, ablation table) on their own."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
+from tig_batch.report._ablations import Ablation, Variant, VariantResult
+from tig_batch.report._comparison import Row, explain_key
+from tig_batch.report._reproduce import FULL
+from tig_batch.report._results_page import PAPER_MU, ablation_table, headline
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "reproduce_paper.py"
 
@@ -177,3 +183,50 @@ def test_a_path_needs_its_test_split(digits_shards, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 2
     assert "give its test split with --test-data" in result.output
+
+
+def test_full_settings_keep_the_cache_key_of_the_published_results() -> None:
+    """docs/results.md's explanations are cached under ``explained-e4ab6cb59f`` (the key of
+    FULL with the 1,000 test images in shards of 100, onnx backend); a rerun or
+    ``--cached-only`` finds them only while FULL's key stays that. FULL pins its search, so a
+    change of BaselineSearch's defaults must not move it."""
+    assert explain_key(FULL, "test-first1000-by100", "onnx") == "e4ab6cb59f"
+
+
+def _row(method: str, mean: float, gap: float | None = 10.0, flagged: int = 0) -> Row:
+    return Row(method, 100, mean, mean - 0.1, mean, mean + 0.1, 1.0, gap, flagged)
+
+
+def test_headline_words_the_verdict_from_the_numbers() -> None:
+    meets = headline([_row("tangential", PAPER_MU + 0.01, gap=2.5, flagged=7),
+                      _row("zero", 0.4, gap=10.0), _row("blur", 0.5)])  # fmt: skip
+    assert f"mean `mu = {PAPER_MU + 0.01:.3f}`" in meets and "**meeting** it." in meets
+    assert "**yes**; the next best is blur at 0.500." in meets
+    assert "is 2.50 against the zero base-point's 10.00 (25% of it); 7 of 100" in meets
+    short = headline([_row("tangential", 0.5), _row("zero", 0.6), _row("gradient", 0.7)])
+    assert "**short of** it." in short
+    assert "**no**; zero, gradient score(s) as high or higher." in short
+    assert "did not run" in headline([_row("zero", 0.4)])
+
+
+def test_ablation_table_equals_numpy_and_names_what_is_missing() -> None:
+    rng = np.random.default_rng(0)
+    mu, chance = rng.uniform(0, 1, 20), rng.uniform(0.1, 0.3, 20)
+    mu[[3, 11]] = np.nan  # zero explanations: left out of every statistic of mu
+    gap = rng.normal(5, 1, 20)
+    result = VariantResult(
+        mu, chance, gap, iterations=np.full(20, 7.0), evaluations=np.full(20, 64.0),
+        degenerate=np.arange(20) < 4, seconds=12.4,
+    )  # fmt: skip
+    ablation = Ablation("x", "X", "?", (Variant("searched", "tangential"), Variant("gone", "zero")))
+    table = _table("\n" + ablation_table(ablation, {"searched": result}), "\n")
+    keep = np.isfinite(mu)
+    assert table["searched"] == [
+        "18", _fmt(chance.mean()), _fmt(mu[keep].mean()), _fmt(np.median(mu[keep])),
+        f"{100 * np.mean(mu[keep] > chance[keep]):.0f}%", _fmt(gap.mean()), "7.0", "64", "4",
+        "12",
+    ]  # fmt: skip
+    assert "gone" not in table
+    assert "Not computed in the time the run had: gone." in ablation_table(
+        ablation, {"searched": result}
+    )

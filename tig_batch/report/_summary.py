@@ -184,12 +184,21 @@ def _finite_mean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
-def _fmt(value: float | None, percent: bool = False) -> str:
+def format_value(value: float | None, digits: int = 3, percent: bool = False) -> str:
+    """A table cell: blank for a statistic that does not apply (None), ``n/a`` for one with no
+    finite value, else ``digits`` decimals (or a whole percentage)."""
     if value is None:
         return ""
-    if math.isnan(value):
+    if not math.isfinite(value):
         return "n/a"
-    return f"{100 * value:.0f}%" if percent else f"{value:.3f}"
+    return f"{100 * value:.0f}%" if percent else f"{value:.{digits}f}"
+
+
+def markdown_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table's lines: the header, then ``rows``; numbers right-aligned after the
+    first column. One helper, so every table in the reports is drawn alike."""
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 TABLE_HEADER = (
@@ -202,9 +211,9 @@ def table_rows(summaries: Sequence[MethodSummary]) -> list[list[str]]:
     """The table's cells as text, one row per method (shared by Markdown and HTML)."""
     return [
         [
-            s.method, str(s.count), _fmt(s.mean), _fmt(s.median), _fmt(s.p10), _fmt(s.p90),
-            _fmt(s.above_chance, percent=True), _fmt(s.mean_output_gap),
-            _fmt(s.mean_abs_delta), str(s.flagged),
+            s.method, str(s.count), format_value(s.mean), format_value(s.median),
+            format_value(s.p10), format_value(s.p90), format_value(s.above_chance, percent=True),
+            format_value(s.mean_output_gap), format_value(s.mean_abs_delta), str(s.flagged),
         ]
         for s in summaries
     ]  # fmt: skip
@@ -212,10 +221,9 @@ def table_rows(summaries: Sequence[MethodSummary]) -> list[list[str]]:
 
 def markdown_table(summaries: Sequence[MethodSummary], chance: float | None = None) -> str:
     """The summary as a Markdown table (mu together with the output gap, as it must be read)."""
-    header = "| " + " | ".join(TABLE_HEADER) + " |\n|---|" + "---:|" * (len(TABLE_HEADER) - 1)
-    rows = "".join("| " + " | ".join(row) + " |\n" for row in table_rows(summaries))
+    table = "".join(f"{line}\n" for line in markdown_rows(TABLE_HEADER, table_rows(summaries)))
     note = "" if chance is None else f"\nChance level sqrt(r/d): {chance:.3f} (mean over images).\n"
-    return header + "\n" + rows + note
+    return table + note
 
 
 def _json_safe(value: object) -> object:

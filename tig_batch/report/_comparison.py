@@ -1,0 +1,143 @@
+"""The study's main comparison: every method on the test split, through ``tig-batch explain``'s
+own path, summarised after each shard.
+
+The test images are explained shard by shard with :func:`tig_batch.runner.run_task` (what
+``tig-batch explain`` runs per shard), resuming from the outputs an earlier run finished; after
+each shard the table and figures are recomputed from the outputs finished so far, so a run
+stopped part-way still has a (partial) result to show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from tig_batch.pipeline import METHODS
+from tig_batch.report._examples import load_examples, select_examples
+from tig_batch.report._figures import density_figure, examples_figure
+from tig_batch.report._reproduce import Log, Settings, digest, first_test_shards, open_bundle
+from tig_batch.report._summary import Scores, read_scores, summarize_scores
+from tig_batch.runner import RunOptions, make_output_dir, plan, run_task
+
+
+@dataclass(frozen=True)
+class Row:
+    """One method's statistics of ``mu`` (over finite values) and its output gap: the
+    :class:`~tig_batch.report.MethodSummary` with quartiles in place of p10/p90."""
+
+    method: str
+    count: int
+    mean: float
+    q25: float
+    median: float
+    q75: float
+    above_chance: float
+    mean_gap: float | None
+    flagged: int
+
+
+def rows_from_scores(scores: Scores) -> list[Row]:
+    """Per method: mean, quartiles and share above chance of ``mu``; the mean output gap."""
+    rows = []
+    for summary in summarize_scores(scores):
+        mu = scores.alignment[summary.method]
+        finite = mu[np.isfinite(mu)]
+        q25, q75 = (float(q) for q in np.percentile(finite, [25, 75])) if finite.size else (
+            float("nan"), float("nan"))  # fmt: skip
+        rows.append(
+            Row(
+                summary.method, summary.count, summary.mean, q25, summary.median, q75,
+                summary.above_chance, summary.mean_output_gap, summary.flagged,
+            )
+        )  # fmt: skip
+    return rows
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The main comparison over the explain outputs finished so far.
+
+    ``n_total``: test images once every shard is done; ``explain_seconds``: compute time
+    summed over the finished shards, each timed by the invocation that explained it.
+    """
+
+    rows: list[Row]
+    chance: float
+    n_images: int
+    n_total: int
+    explain_seconds: float
+    figures: dict[str, Path]  # "density", "examples"
+    notes: list[str]  # what the examples could not show, e.g. an input shard that is gone
+
+
+def explain_key(settings: Settings, inputs: str, backend: str) -> str:
+    """The cache key of the main comparison's explanations (its directory is
+    ``explained-<key>``): everything that determines them, so a rerun resumes them."""
+    return digest([settings.explain, settings.seed, settings.batch_size, inputs, backend])
+
+
+def summarize_outputs(
+    outputs: list[Path], figures: Path, seconds: dict[str, float], n_examples: int,
+    n_total: int,
+) -> Comparison:  # fmt: skip
+    """The table, density and examples of the explain ``outputs`` finished so far."""
+    scores = read_scores(outputs)
+    examples, notes = load_examples(select_examples(outputs, None, n_examples))
+    return Comparison(
+        rows=rows_from_scores(scores),
+        chance=scores.chance_level,
+        n_images=scores.n_images,
+        n_total=n_total,
+        explain_seconds=sum(seconds[p.name] for p in outputs),
+        figures={
+            "density": density_figure(scores, figures),
+            "examples": examples_figure(examples, figures),
+        },
+        notes=notes,
+    )
+
+
+def compare_methods(
+    models: Path, test: Path, settings: Settings, backend: str, threads: int | None,
+    figures: Path, log: Log, quiet: bool = False, cached_only: bool = False,
+) -> Iterator[Comparison]:  # fmt: skip
+    """Explain the first ``settings.n_images`` of ``test`` with every method, shard by shard
+    (resuming from finished outputs in ``models``), and yield the comparison after each shard.
+
+    With ``cached_only`` it stops at the first shard not yet finished, computing nothing.
+    """
+    inputs = first_test_shards(test, settings.n_images, models, settings.shard_size)
+    tasks = plan([inputs])
+    n_total = sum(task.count for task in tasks)
+    explained = models / f"explained-{explain_key(settings, inputs.name, backend)}"
+    log(f"explain: {n_total} test images, {len(METHODS)} methods -> {explained}")
+    make_output_dir(explained)
+    timing = explained / "seconds.json"  # compute seconds per finished output
+    seconds = json.loads(timing.read_text()) if timing.is_file() else {}
+    config = dataclasses.replace(settings.explain, methods=METHODS, seed=settings.seed)
+    outputs: list[Path] = []
+    with tqdm(total=n_total, desc="explain", unit="img", disable=quiet,
+              file=sys.stderr) as bar:  # fmt: skip
+        for task in tasks:
+            output = explained / task.output_name
+            if not (output.is_file() and task.output_name in seconds):
+                if cached_only:
+                    break
+                start = time.perf_counter()
+                bundle = open_bundle(models, settings.latent_dim, backend, threads)
+                run_task(bundle, task, explained, config, RunOptions(settings.batch_size),
+                         bar.update)  # fmt: skip
+                seconds[task.output_name] = time.perf_counter() - start
+                timing.write_text(json.dumps(seconds))
+            else:
+                bar.update(task.count)
+            outputs.append(output)
+            yield summarize_outputs(outputs, figures, seconds, settings.n_examples, n_total)
