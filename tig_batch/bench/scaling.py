@@ -2,9 +2,9 @@
 
 Two workloads on the ONNX backend: plain IG (``n_steps`` nodes from the zero base-point) and
 one tangent-space step of the base-point search (an IG evaluation projected onto the tangent
-basis, then the ascent step). Speed does not depend on the weights or on the pixel values,
-so the other image sizes use the untrained demo models and every point uses uniform random
-images and random orthonormal bases of the rank asked for.
+basis, then the projection step of the search's defaults). Speed does not depend on the
+weights or on the pixel values, so the other image sizes use the untrained demo models and
+every point uses uniform random images and random orthonormal bases of the rank asked for.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import numpy as np
 import torch
 
 from tig_batch.backends import Classifier, SessionSettings, load_bundle
-from tig_batch.engine import integrated_gradients, quadrature, tangent_basis
+from tig_batch.engine import BaselineSearch, integrated_gradients, quadrature, tangent_basis
 from tig_batch.engine._ig import integrate
-from tig_batch.kernels.dispatch import tangential_step
+from tig_batch.engine._search import projection_step
+
+DAMPING = BaselineSearch().damping
 
 Shape = tuple[int, int, int]
 Progress = Callable[[str], None]
@@ -39,7 +41,7 @@ class ScalingGrid:
     ranks: tuple[int, ...] = (8, 16, 32, 64)
     batch_size: int = 16
     ig_steps: int = 50  # plain IG's nodes where n_steps is not the variable
-    search_steps: int = 16  # the tangent step's nodes (the search's default)
+    search_steps: int = BaselineSearch().n_steps  # the tangent step's nodes (the search's)
     rank: int = 16
     repeats: int = 3
     internal_batch_size: int = 512
@@ -119,12 +121,9 @@ def measure_point(
     def plain() -> object:
         return integrated_gradients(classifier, x, zero, target, ig_steps, "midpoint", ibs)
 
-    def step() -> object:
+    def step() -> object:  # one iteration of the default search: IG, then a projection step
         ig = integrate(classifier, x, zero, target, rule, ibs, basis)
-        return tangential_step(
-            ig.attributions, ig.mean_gradient, basis, ig.projection, zero.flatten(1), 0.5,
-            (0.0, 1.0),
-        )  # fmt: skip
+        return projection_step(x.flatten(1), zero.flatten(1), ig, basis, DAMPING, (0.0, 1.0))
 
     plain_rate = _rate(plain, batch, grid.repeats) if plain_ig else None
     return plain_rate, _rate(step, batch, grid.repeats)
