@@ -50,3 +50,14 @@ def test_bench_kernels_rejects_unknown_image_sizes() -> None:
     result = CliRunner().invoke(main, ["bench", "kernels", "--device", "cpu", "--images", "svhn"])
     assert result.exit_code == 2
     assert "unknown image size(s) svhn; choose from mnist, cifar, imagenet" in result.output
+
+
+def test_median_seconds_skips_the_warm_up_call(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The shared timer of the benchmarks: one untimed call, then the median of the rest."""
+    from tig_batch.bench import _measure
+
+    clock = iter([0.0, 5.0, 10.0, 11.0, 20.0, 23.0])  # timed calls of 5, 1 and 3 s
+    calls = []
+    monkeypatch.setattr(_measure.time, "perf_counter", lambda: next(clock))
+    assert _measure.median_seconds(lambda: calls.append(1), 3) == 3.0
+    assert len(calls) == 4  # the warm-up call is not timed

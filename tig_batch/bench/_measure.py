@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,6 +52,18 @@ def run_once(fn: Callable[[], Any]) -> tuple[float, float | None, float | None, 
     if peak is None or before is None:
         return seconds, None, None, output
     return seconds, peak / 1024, max(0, peak - before) / 1024, output
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one untimed warm-up call (allocations, ONNX
+    Runtime's first run of a new shape)."""
+    fn()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
 
 
 def alternate(

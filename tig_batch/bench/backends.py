@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import torch
 
 from tig_batch.backends import Classifier, SessionSettings, TorchClassifier, load_bundle
+from tig_batch.bench._measure import median_seconds
 
 
 @dataclass(frozen=True)
@@ -45,16 +45,6 @@ def demo_bundle(directory: Path, shape: tuple[int, int, int] = (1, 28, 28)) -> t
         [str(i) for i in range(10)],
     )  # fmt: skip
     return classifier
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: allocations, ORT's first-run optimisations
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def time_backends(
@@ -96,7 +86,7 @@ def time_backends(
             seconds: dict[str, list[float]] = {name: [] for name in backends}
             for _ in range(repeats):
                 for name, call in calls.items():
-                    seconds[name].append(_median_seconds(call, 1))
+                    seconds[name].append(median_seconds(call, 1))
             grads = {name: call()[1] for name, call in calls.items()}
             rows.append(
                 BackendTiming(

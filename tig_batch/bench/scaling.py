@@ -10,9 +10,7 @@ every point uses uniform random images and random orthonormal bases of the rank 
 from __future__ import annotations
 
 import math
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 
 from tig_batch.backends import Classifier, SessionSettings, load_bundle
+from tig_batch.bench._measure import median_seconds
 from tig_batch.engine import BaselineSearch, integrated_gradients, quadrature, tangent_basis
 from tig_batch.engine._ig import integrate
 from tig_batch.engine._search import projection_step
@@ -83,16 +82,6 @@ def loglog_slope(values: list[int], images_per_s: list[float | None]) -> float |
     return float(np.polyfit(x, y, 1)[0])
 
 
-def _rate(fn: Callable[[], object], images: int, repeats: int) -> float:
-    fn()  # warm-up: ORT's first run of a new shape
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return images / statistics.median(seconds)
-
-
 def _random_problem(shape: Shape, batch: int, rank: int, n_classes: int, seed: int = 0):  # type: ignore[no-untyped-def]
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, *shape, generator=generator)
@@ -125,8 +114,8 @@ def measure_point(
         ig = integrate(classifier, x, zero, target, rule, ibs, basis)
         return projection_step(x.flatten(1), zero.flatten(1), ig, basis, DAMPING, (0.0, 1.0))
 
-    plain_rate = _rate(plain, batch, grid.repeats) if plain_ig else None
-    return plain_rate, _rate(step, batch, grid.repeats)
+    plain_rate = batch / median_seconds(plain, grid.repeats) if plain_ig else None
+    return plain_rate, batch / median_seconds(step, grid.repeats)
 
 
 def scaling_curves(
