@@ -220,7 +220,7 @@ def main(ctx: click.Context, **opts) -> None:
 def requested_ablations(opts: dict, settings: Settings) -> list[Ablation]:
     """The ablations the flags ask for, cheapest first (the latent one trains autoencoders)."""
     every = opts["all_ablations"]
-    search = settings.explain.search
+    search = settings.ablation_search
     sigmas = opts["ablate_sigma"] or (SIGMAS if every else None)
     latents = opts["ablate_latent"] or (LATENTS if every else None)
     found = []

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from tig_batch.pipeline import ExplainConfig
 from tig_batch.report._ablations import Ablation, Variant, VariantResult
 from tig_batch.report._comparison import Row, explain_key
-from tig_batch.report._reproduce import FULL
+from tig_batch.report._reproduce import ASCENT, FULL, digest
 from tig_batch.report._results_page import PAPER_MU, ablation_table, headline
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "reproduce_paper.py"
@@ -185,12 +186,13 @@ def test_a_path_needs_its_test_split(digits_shards, tmp_path: Path) -> None:
     assert "give its test split with --test-data" in result.output
 
 
-def test_full_settings_keep_the_cache_key_of_the_published_results() -> None:
-    """docs/results.md's explanations are cached under ``explained-e4ab6cb59f`` (the key of
-    FULL with the 1,000 test images in shards of 100, onnx backend); a rerun or
-    ``--cached-only`` finds them only while FULL's key stays that. FULL pins its search, so a
-    change of BaselineSearch's defaults must not move it."""
-    assert explain_key(FULL, "test-first1000-by100", "onnx") == "e4ab6cb59f"
+def test_full_settings_keep_the_cache_keys_of_the_published_results() -> None:
+    """docs/results.md's main table is cached under ``explained-d4bd6dc608`` (the key of FULL,
+    ``tig-batch explain``'s defaults, with the 1,000 test images in shards of 100, onnx
+    backend), its ablations under keys of ``ExplainConfig(search=ASCENT)``, what they were
+    computed with; a rerun or ``--cached-only`` finds them only while those stay."""
+    assert explain_key(FULL, "test-first1000-by100", "onnx") == "d4bd6dc608"
+    assert digest(FULL.ablation_config) == digest(ExplainConfig(search=ASCENT)) == "02b1bed25c"
 
 
 def _row(method: str, mean: float, gap: float | None = 10.0, flagged: int = 0) -> Row:

@@ -262,8 +262,8 @@ def run_ablation(
                         raise
                     continue
             result = ablation_result(
-                bundles[variant.latent], data, variant, settings.explain, settings.batch_size,
-                cache, bar, cached_only,
+                bundles[variant.latent], data, variant, settings.ablation_config,
+                settings.batch_size, cache, bar, cached_only,
             )  # fmt: skip
             if result is not None:
                 results[variant.label] = result

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tig_batch.engine import BaselineSearch
 from tig_batch.pipeline import METHODS
 from tig_batch.report._ablations import Ablation, VariantResult
 from tig_batch.report._comparison import Comparison, Row
@@ -158,6 +159,18 @@ def model_lines(report: StudyReport) -> list[str]:
     return lines
 
 
+def describe_search(search: BaselineSearch) -> str:
+    """A base-point search's settings in words, as the page states them."""
+    if search.optimizer == "projection":
+        step = f"projection steps (damping {search.damping:g})"
+    else:
+        step = f"{search.gradient} ascent (normalised step lr {search.lr:g})"
+    return (
+        f"{step} from the {search.init} base-point, {search.n_iterations} iterations, "
+        f"{search.n_steps} nodes inside the loop, best iterate kept"
+    )
+
+
 def _intro(report: StudyReport) -> list[str]:
     """The title, the command, the dataset and the settings the numbers depend on."""
     e, c = report.settings.explain, report.comparison
@@ -190,11 +203,10 @@ def _intro(report: StudyReport) -> list[str]:
         + f"; {report.backend} backend, {report.threads or 'default'} thread(s).",
         "",
         f"Settings: IG rule {e.method}, n_steps {e.n_steps}; tangential base-point: "
-        f"{search.gradient} ascent from the {search.init} base-point, normalised step lr "
-        f"{search.lr:g}, {search.n_iterations} iterations, {search.n_steps} nodes inside the "
-        f"loop, best iterate kept; Gaussian sigma {e.gaussian_sigma:g}; blur sigma "
+        f"{describe_search(search)}; Gaussian sigma {e.gaussian_sigma:g}; blur sigma "
         f"{e.blur_sigma:g}; SmoothGrad sigma {e.smoothgrad_sigma:g} with "
-        f"{e.smoothgrad_samples} samples; target: the predicted class's logit.",
+        f"{e.smoothgrad_samples} samples; target: the predicted class's logit. The ablations "
+        f"search by {describe_search(report.settings.ablation_search)}, and vary that.",
         "",
         "## Models",
         "",
