@@ -255,7 +255,8 @@ def _ablation_section(report: StudyReport, rel: dict[str, str]) -> list[str]:
         "",
         f"Each on the first {report.ablation_images} test images, with the engine calls "
         "the pipeline makes (`optimal_baselines`, `integrated_gradients`, `alignment`) and "
-        "the main run's settings except the one varied. *grad evals / image*: model "
+        "the main run's settings, but the ablations' search (above), except the one varied. "
+        "*grad evals / image*: model "
         "gradient evaluations of the base-point search (the final IG adds n_steps). "
         "*seconds*: wall time of the variant on the loaded machine (noise: compare "
         "within one table only).",
