@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from tig_batch._bundle import manifest_digest, read_manifest
 from tig_batch.backends import Bundle, SessionSettings, load_bundle
+from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE
 from tig_batch.backends._load import BackendName
 from tig_batch.errors import ModelError, TigBatchError
 from tig_batch.pipeline import ExplainConfig
@@ -92,7 +93,7 @@ def explain_dataset_dask(
     *,
     backend: BackendName = "onnx",
     settings: SessionSettings | None = None,
-    internal_batch_size: int = 512,
+    internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE,
     address: str | None = None,
     n_workers: int | None = None,
     client: Client | None = None,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from tig_batch.backends import Classifier, Manifold
+from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE
 from tig_batch.engine import (
     Attribution,
     BaselineSearch,
@@ -65,7 +66,7 @@ class ExplainConfig:
     smoothgrad_sigma: float = 0.02
     smoothgrad_samples: int = 25
     rtol: float = 1e-6
-    internal_batch_size: int = 512
+    internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE
     on_bad_image: Literal["error", "skip"] = "error"
 
     def __post_init__(self) -> None:

@@ -14,7 +14,7 @@ from tig_batch._bundle import (
     Manifest,
     read_manifest,
 )
-from tig_batch.backends._base import Classifier, Manifold
+from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE, Classifier, Manifold
 from tig_batch.backends._onnx import OnnxClassifier, OnnxManifold, SessionSettings
 from tig_batch.backends._torch import TorchClassifier, TorchManifold
 from tig_batch.errors import ModelError
@@ -37,7 +37,7 @@ def load_bundle(
     path: Path | str,
     backend: BackendName = "onnx",
     settings: SessionSettings | None = None,
-    internal_batch_size: int = 512,
+    internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE,
 ) -> Bundle:
     """Check a bundle's manifest and checksums, then open its models with ``backend``.
 

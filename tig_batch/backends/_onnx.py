@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from tig_batch.backends._base import ExplainedOutput
+from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE, ExplainedOutput
 from tig_batch.errors import ModelError
 
 Optimization = Literal["disable", "basic", "extended", "all"]
@@ -151,7 +151,7 @@ class OnnxManifold:
         decoder_jvp: Path,
         latent_dim: int,
         settings: SessionSettings,
-        internal_batch_size: int = 512,
+        internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE,
     ) -> None:
         self._encoder = _Session(encoder, settings)
         self._jvp = _Session(decoder_jvp, settings)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tig_batch.backends._base import ExplainedOutput, explained_value
+from tig_batch.backends._base import (
+    DEFAULT_INTERNAL_BATCH_SIZE,
+    ExplainedOutput,
+    explained_value,
+)
 
 
 class TorchClassifier:
@@ -48,7 +52,10 @@ class TorchManifold:
     """
 
     def __init__(
-        self, encoder: nn.Module, decoder: nn.Module, internal_batch_size: int = 512
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE,
     ) -> None:
         self.encoder = encoder.eval()
         self.decoder = decoder.eval()

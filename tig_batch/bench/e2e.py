@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from tig_batch.backends import SessionSettings, load_bundle
+from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE
 from tig_batch.bench._measure import (
     FlopReport,
     alternate,
@@ -69,7 +70,7 @@ class E2ESettings:
     # plain IG runs every contender at each and compares each at its best: torch eager ran
     # 1.8x faster at 64-128 samples per call than at 512, ONNX Runtime about as fast at all
     internal_batch_sizes: tuple[int, ...] = (64, 128, 256, 512)
-    internal_batch_size: int = 512  # the tangential searches'
+    internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE  # the tangential searches'
     repeats: int = 3
     tangential_repeats: int = 2  # alternating rounds of the tangential contenders
     reference_images: int = 8

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from tig_batch.backends import Classifier, SessionSettings, load_bundle
+from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE
 from tig_batch.bench._measure import median_seconds
 from tig_batch.engine import BaselineSearch, integrated_gradients, quadrature, tangent_basis
 from tig_batch.engine._ig import integrate
@@ -43,7 +44,7 @@ class ScalingGrid:
     search_steps: int = BaselineSearch().n_steps  # the tangent step's nodes (the search's)
     rank: int = 16
     repeats: int = 3
-    internal_batch_size: int = 512
+    internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE
 
 
 @dataclass(frozen=True)

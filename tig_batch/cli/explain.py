@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE
 from tig_batch.cli._common import UserError, progress_bar, quiet_option
 from tig_batch.pipeline import METHODS
 
@@ -71,7 +72,7 @@ def _target(ctx: click.Context, param: click.Parameter, value: str) -> str | int
 @click.option(
     "--internal-batch-size",
     type=click.IntRange(1),
-    default=512,
+    default=DEFAULT_INTERNAL_BATCH_SIZE,
     show_default=True,
     help="Samples (images x nodes) per model call.",
 )

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import torch
 
 from tig_batch.backends import Classifier, explained_value
+from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE
 from tig_batch.engine._quadrature import Quadrature, quadrature
 from tig_batch.kernels.dispatch import ig_accumulate_project, interpolate_path
 from tig_batch.kernels.ig_accumulate_project import IGProjection
 
 Target = int | torch.Tensor | None
-DEFAULT_INTERNAL_BATCH_SIZE = 512
 
 
 @dataclass(frozen=True)
