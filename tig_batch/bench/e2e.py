@@ -1,9 +1,11 @@
 """End to end (``tig-batch bench e2e``): tig-batch against Captum and a paper-style reference.
 
 On one bundle, the same mnist-5k test digits and the same settings, in one process run:
-plain IG by Captum, tig-batch's torch backend and its ONNX backend; tangential IG by the
-paper-style reference (:mod:`tig_batch.bench.reference`) and by tig-batch's batched search
-(one contender per :class:`~tig_batch.engine.BaselineSearch`); the peak RSS of each; the
+plain IG by Captum, tig-batch's torch backend and its ONNX backend, each at every internal
+batch size and reported at its fastest (torch eager's best size is far from ONNX Runtime's);
+tangential IG by the paper-style reference (:mod:`tig_batch.bench.reference`, in
+``_e2e_tangential``) and by tig-batch's batched search (one contender per
+:class:`~tig_batch.engine.BaselineSearch`); the peak RSS of each; the
 classifier's achieved GFLOP/s against a float32 matrix product's; and the scaling curves
 (:mod:`tig_batch.bench.scaling`). Contenders are timed in alternation so that drifting
 machine load hits all alike; compare ratios, not absolute rates.
