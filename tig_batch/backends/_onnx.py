@@ -28,8 +28,9 @@ class SessionSettings:
 
     ``spin_wait`` is off by default: the engine runs torch between ORT calls (interpolation,
     accumulation, the search's steps), and workers that spin after a run hold the cores torch
-    needs. With it off, the demo CNN's tangential search on 64 digits took 1.9 s instead of
-    4.2 s on 2 threads (``docs/performance.md``).
+    needs. With it off, the demo CNN's default search on 64 digits took 1.5 s instead of
+    1.9 s on 2 threads (1.9 s instead of 4.2 s while the search ran a forward pass per step;
+    ``docs/performance.md``).
     """
 
     threads: int | None = None

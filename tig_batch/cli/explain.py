@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE
 from tig_batch.cli._common import UserError, progress_bar, quiet_option
-from tig_batch.pipeline import METHODS
+from tig_batch.pipeline import METHODS, ExplainConfig
+
+# the options' defaults are the library's: one place for each
+_DEFAULTS = ExplainConfig()
+_SEARCH = _DEFAULTS.search
 
 if TYPE_CHECKING:
     from tig_batch.backends import SessionSettings
-    from tig_batch.pipeline import ExplainConfig
     from tig_batch.runner import RunOptions
 
 
@@ -72,7 +74,7 @@ def _target(ctx: click.Context, param: click.Parameter, value: str) -> str | int
 @click.option(
     "--internal-batch-size",
     type=click.IntRange(1),
-    default=DEFAULT_INTERNAL_BATCH_SIZE,
+    default=_DEFAULTS.internal_batch_size,
     show_default=True,
     help="Samples (images x nodes) per model call.",
 )
@@ -80,14 +82,14 @@ def _target(ctx: click.Context, param: click.Parameter, value: str) -> str | int
     "--method",
     "rule",
     type=click.Choice(["left", "right", "midpoint", "trapezoid", "gauss-legendre"]),
-    default="midpoint",
+    default=_DEFAULTS.method,
     show_default=True,
     help="IG quadrature rule.",
 )
 @click.option(
     "--n-steps",
     type=click.IntRange(1),
-    default=50,
+    default=_DEFAULTS.n_steps,
     show_default=True,
     help="IG quadrature nodes for the attributions.",
 )
@@ -101,14 +103,14 @@ def _target(ctx: click.Context, param: click.Parameter, value: str) -> str | int
 @click.option(
     "--search-gradient",
     type=click.Choice(["frozen-path", "exact"]),
-    default="frozen-path",
+    default=_SEARCH.gradient,
     show_default=True,
     help="Gradient of mu in the base-point search (exact needs --backend torch).",
 )
 @click.option(
     "--search-optimizer",
     type=click.Choice(["ascent", "projection"]),
-    default="projection",
+    default=_SEARCH.optimizer,
     show_default=True,
     help="projection: closed-form steps towards the tangential part of the explanation; the "
     "mu of a paper-style search at a tenth of its cost, and like it a small output gap (add "
@@ -118,14 +120,14 @@ def _target(ctx: click.Context, param: click.Parameter, value: str) -> str | int
 @click.option(
     "--search-iterations",
     type=click.IntRange(0),
-    default=60,
+    default=_SEARCH.n_iterations,
     show_default=True,
     help="Steps of the base-point search.",
 )
 @click.option(
     "--search-lr",
     type=click.FloatRange(min=0),
-    default=0.5,
+    default=_SEARCH.lr,
     show_default=True,
     help="Ascent step length (l2, in pixel units).",
 )
@@ -138,14 +140,14 @@ def _target(ctx: click.Context, param: click.Parameter, value: str) -> str | int
 @click.option(
     "--search-damping",
     type=click.FloatRange(0, 1, min_open=True),
-    default=0.25,
+    default=_SEARCH.damping,
     show_default=True,
     help="Projection: the fraction of the way to the closed-form base-point per step.",
 )
 @click.option(
     "--search-n-steps",
     type=click.IntRange(1),
-    default=2,
+    default=_SEARCH.n_steps,
     show_default=True,
     help="Quadrature nodes inside the search (the final IG uses --n-steps): the search only "
     "ranks base-points, and 2 did as well as 4 with projection steps on mnist-5k "
@@ -165,16 +167,35 @@ def _target(ctx: click.Context, param: click.Parameter, value: str) -> str | int
 @click.option(
     "--seed",
     type=int,
-    default=0,
+    default=_DEFAULTS.seed,
     show_default=True,
     help="Seed of the random base-points and SmoothGrad.",
 )
-@click.option("--gaussian-sigma", type=click.FloatRange(min=0), default=0.5, show_default=True)
 @click.option(
-    "--blur-sigma", type=click.FloatRange(min=0), default=4.0, show_default=True, help="In pixels."
+    "--gaussian-sigma",
+    type=click.FloatRange(min=0),
+    default=_DEFAULTS.gaussian_sigma,
+    show_default=True,
 )
-@click.option("--smoothgrad-sigma", type=click.FloatRange(min=0), default=0.02, show_default=True)
-@click.option("--smoothgrad-samples", type=click.IntRange(1), default=25, show_default=True)
+@click.option(
+    "--blur-sigma",
+    type=click.FloatRange(min=0),
+    default=_DEFAULTS.blur_sigma,
+    show_default=True,
+    help="In pixels.",
+)
+@click.option(
+    "--smoothgrad-sigma",
+    type=click.FloatRange(min=0),
+    default=_DEFAULTS.smoothgrad_sigma,
+    show_default=True,
+)
+@click.option(
+    "--smoothgrad-samples",
+    type=click.IntRange(1),
+    default=_DEFAULTS.smoothgrad_samples,
+    show_default=True,
+)
 @click.option(
     "--on-bad-image",
     type=click.Choice(["error", "skip"]),
@@ -285,7 +306,6 @@ def explain(
     from tig_batch.backends import SessionSettings, load_bundle
     from tig_batch.data import resolve_dataset
     from tig_batch.engine import BaselineSearch
-    from tig_batch.pipeline import ExplainConfig
     from tig_batch.report import markdown_table, summarize
     from tig_batch.runner import RunOptions, explain_dataset, plan
 
