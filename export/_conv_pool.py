@@ -17,10 +17,10 @@ positions ``0..k`` already equals the pool. The first maximum is where ``reached
 position ``k`` receives the window's gradient times ``reached[k] - reached[k-1]``. The backward
 sends it there:
 
-- input with a multiple of 8 channels: unpool to full size (at the flat index that ``reached``
-  gives) and run the convolution's input-gradient as a blocked convolution, as
-  ``_decompositions.convolution_backward`` does;
-- others (the image's own channels): one stride-``s`` transposed convolution of the masked
+- where ``_decompositions.convolution_backward`` runs the input-gradient as a blocked
+  convolution (a multiple of 8 input channels): unpool to full size (at the flat index that
+  ``reached`` gives) and let it;
+- elsewhere (the image's own channels): one stride-``s`` transposed convolution of the masked
   pooled gradients with the kernel placed at each window position. The full-size gradient is
   never built; a ``ConvTranspose`` is what this gradient would have run as anyway.
 
@@ -38,6 +38,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from tig_batch.export._decompositions import _as_convolution
 
 _NAMESPACE = "tig_export"
 
@@ -137,15 +139,12 @@ class _ConvMaxPool2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad, _grad_reached):  # type: ignore[no-untyped-def, override]
         x, weight, reached = ctx.saved_tensors
-        backward = _through_full_size if _unpools(x.shape[1]) else _at_pooled_size
+        # the full-size input-gradient is fast exactly where it runs as a blocked convolution
+        unpools = _as_convolution(x, weight, [1, 1], ctx.padding, [1, 1])
+        backward = _through_full_size if unpools else _at_pooled_size
         with torch.no_grad():  # first derivatives only: the ops inside have no autograd
             grad_x = backward(grad, reached, x, weight, ctx.padding, ctx.pool)
         return grad_x, None, None, None, None
-
-
-def _unpools(in_channels: int) -> bool:
-    """Whether the input-gradient runs at full size (see the module's docstring)."""
-    return in_channels % 8 == 0
 
 
 def _through_full_size(

@@ -33,14 +33,13 @@ from tig_batch.bench._measure import (
     gradient_flops,
 )
 from tig_batch.bench.reference import ReferenceSearch
-from tig_batch.bench.scaling import ScalingCurve, ScalingGrid, scaling_curves
+from tig_batch.bench.scaling import Progress, ScalingCurve, ScalingGrid, scaling_curves
 from tig_batch.engine import (
     BaselineSearch,
     integrated_gradients,
 )
 from tig_batch.errors import ModelError, TigBatchError
 
-Progress = Callable[[str], None]
 CAPTUM = "Captum"
 MATMUL, MATMUL_CALLS = "matmul", 3  # products per alternating round
 
