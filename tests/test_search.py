@@ -18,7 +18,7 @@ from tig_batch import (
     tangent_basis,
 )
 from tig_batch.engine._ig import integrate
-from tig_batch.engine._search import _StepSize, alignment_gradient, projection_step
+from tig_batch.engine._search import OPTIMIZERS, _StepSize, alignment_gradient, projection_step
 from tig_batch.kernels.ig_accumulate_project import IGProjection
 
 
@@ -102,7 +102,7 @@ def _linear_problem(batch: int = 3, r: int = 3):  # type: ignore[no-untyped-def]
 
 def test_reaches_a_known_optimum_inside_the_value_range() -> None:
     model, inputs, tangent = _linear_problem()
-    search = BaselineSearch(optimizer="ascent", n_iterations=300, lr=0.05, n_steps=4)
+    search = BaselineSearch(optimizer="ascent", n_iterations=300, lr=0.05, n_steps=4, min_gap=0)
     result = optimal_baselines(model, inputs, tangent, target=0, search=search)
     assert result.alignment.min() >= 0.99
     assert result.baselines.min() >= 0 and result.baselines.max() <= 1
@@ -121,8 +121,9 @@ def test_raises_alignment_well_above_the_zero_base_point_on_a_relu_cnn() -> None
     zero = integrated_gradients(model, inputs, 0.0, n_steps=16)
     zero_mu = alignment(zero.attributions, tangent.basis)
     for search, n_steps in (
-        (BaselineSearch(optimizer="ascent", n_iterations=40, n_steps=4), 4),
-        (BaselineSearch(n_iterations=40), 2),  # the defaults: projection steps of 2 nodes
+        (BaselineSearch(optimizer="ascent", n_iterations=40, n_steps=4, min_gap=0), 4),
+        (BaselineSearch(optimizer="projection", n_iterations=40, min_gap=0), 2),
+        (BaselineSearch(n_iterations=40, min_gap=0), 2),  # surrogate steps of 2 nodes
     ):
         result = optimal_baselines(model, inputs, tangent, search=search)
         assert result.alignment.mean() > zero_mu.mean() + 0.2
@@ -148,13 +149,17 @@ def test_frozen_and_exact_searches_agree_on_a_relu_network() -> None:
 def test_min_gap_is_never_broken_by_a_kept_iterate() -> None:
     model, inputs, tangent = _cnn_problem()
     zero_gap = integrated_gradients(model, inputs, 0.0, n_steps=2).output_gap
-    free = optimal_baselines(model, inputs, tangent, search=BaselineSearch(n_iterations=40))
-    held = optimal_baselines(
-        model, inputs, tangent, search=BaselineSearch(n_iterations=40, min_gap=0.9)
-    )
-    assert (free.output_gap < 0.9 * zero_gap).any(), "the constraint must bind somewhere"
-    assert ((held.output_gap >= 0.9 * zero_gap) | held.degenerate).all()
-    assert held.alignment.mean() <= free.alignment.mean()
+    for optimizer in OPTIMIZERS:
+        free, held = (
+            optimal_baselines(model, inputs, tangent, search=search)
+            for search in (
+                BaselineSearch(optimizer=optimizer, n_iterations=40, min_gap=min_gap)
+                for min_gap in (0.0, 0.9)
+            )
+        )
+        assert (free.output_gap < 0.9 * zero_gap).any(), "the constraint must bind somewhere"
+        assert ((held.output_gap >= 0.9 * zero_gap) | held.degenerate).all()
+        assert held.alignment.mean() <= free.alignment.mean()
 
 
 def test_stops_each_image_at_the_target_alignment() -> None:
@@ -229,7 +234,9 @@ def test_a_projection_step_clips_damps_and_leaves_zero_gradient_pixels() -> None
 
 def test_projection_reaches_the_known_optimum_in_a_few_steps() -> None:
     model, inputs, tangent = _linear_problem()
-    search = BaselineSearch(optimizer="projection", damping=1.0, n_iterations=5, n_steps=4)
+    search = BaselineSearch(
+        optimizer="projection", damping=1.0, n_iterations=5, n_steps=4, min_gap=0
+    )
     result = optimal_baselines(model, inputs, tangent, target=0, search=search)
     assert result.alignment.min() >= 0.99  # fixed ascent needs ~300 steps here
     assert result.baselines.min() >= 0 and result.baselines.max() <= 1
@@ -241,8 +248,13 @@ def test_projection_raises_alignment_faster_than_ascent_on_a_relu_cnn() -> None:
     runs = {
         name: optimal_baselines(model, inputs, tangent, search=BaselineSearch(**kw))
         for name, kw in {
-            "ascent": {"optimizer": "ascent", "n_iterations": 10, "n_steps": 4},
-            "projection": {"n_iterations": 10, "n_steps": 4},
+            "ascent": {"optimizer": "ascent", "n_iterations": 10, "n_steps": 4, "min_gap": 0},
+            "projection": {
+                "optimizer": "projection",
+                "n_iterations": 10,
+                "n_steps": 4,
+                "min_gap": 0,
+            },
         }.items()
     }
     assert runs["projection"].alignment.mean() > runs["ascent"].alignment.mean()
@@ -281,10 +293,16 @@ def test_adaptive_search_stays_in_range_and_improves_on_the_start() -> None:
     [
         ({"optimizer": "newton"}, "optimizer must be"),
         ({"optimizer": "projection", "gradient": "exact"}, "frozen-path"),
-        ({"gradient": "exact"}, "frozen-path"),  # projection is the default
+        ({"gradient": "exact"}, "frozen-path"),  # surrogate is the default
         ({"adaptive_lr": True}, "needs optimizer='ascent'"),
         ({"damping": 0.0}, "damping"),
         ({"lr_decay": 1.5}, "lr_decay"),
+        ({"min_gap": 1.0}, "below 1"),
+        ({"min_gap": -0.1}, "min_gap must be a finite number >= 0"),
+        ({"min_gap": float("nan")}, "min_gap must be a finite number"),
+        ({"degenerate_gap": 2.0}, "degenerate_gap is a fraction"),
+        ({"anneal": 1.5}, "anneal"),
+        ({"inner_iterations": -1}, "inner_iterations"),
     ],
 )
 def test_search_settings_are_checked(kwargs: dict, message: str) -> None:
@@ -292,11 +310,11 @@ def test_search_settings_are_checked(kwargs: dict, message: str) -> None:
         BaselineSearch(**kwargs)
 
 
-@pytest.mark.parametrize("min_gap", [None, 0.5])
-def test_the_reported_gap_is_the_kept_base_points(min_gap: float | None) -> None:
-    """Without ``min_gap`` the gap is measured once, after the search; with it, per step."""
+@pytest.mark.parametrize("min_gap", [0.0, 0.5])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_the_reported_gap_is_the_kept_base_points(min_gap: float, optimizer: str) -> None:
     model, inputs, tangent = _cnn_problem()
-    search = BaselineSearch(n_iterations=6, min_gap=min_gap)
+    search = BaselineSearch(optimizer=optimizer, n_iterations=6, min_gap=min_gap)
     result = optimal_baselines(model, inputs, tangent, search=search)
     target = model.logits(inputs).argmax(1)
     expected = model.explained_output(inputs, target) - model.explained_output(

@@ -13,6 +13,7 @@ from tig_batch.backends import (
 )
 from tig_batch.engine import (
     BASELINE_KINDS,
+    FRONTIER_GAP_FRACTIONS,
     RULES,
     Attribution,
     BaselineSearch,
@@ -27,6 +28,7 @@ from tig_batch.engine import (
     make_baselines,
     optimal_baselines,
     quadrature,
+    reference_gaps,
     smoothgrad,
     tangent_basis,
     tangent_space,
@@ -38,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BASELINE_KINDS",
+    "FRONTIER_GAP_FRACTIONS",
     "RULES",
     "Attribution",
     "BaselineSearch",
@@ -62,6 +65,7 @@ __all__ = [
     "make_baselines",
     "optimal_baselines",
     "quadrature",
+    "reference_gaps",
     "smoothgrad",
     "tangent_basis",
     "tangent_space",

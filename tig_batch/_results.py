@@ -20,11 +20,12 @@ from typing import Any
 import h5py
 import numpy as np
 
+from tig_batch.engine import FRONTIER_GAP_FRACTIONS
 from tig_batch.errors import DataError
 from tig_batch.pipeline import IG_METHODS, Explanations
 
 FORMAT = "tig-batch-explanations"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PARTS_SUFFIX = ".parts"
 PARTIAL_SUFFIX = ".partial"
 JOB_FILE = "job.json"
@@ -76,6 +77,10 @@ def _datasets(
             yield f"output_gap/{method}", result.output_gap[method].cpu().numpy().astype(np.float32)
     if result.baselines is not None:
         yield "baselines/tangential", result.baselines.cpu().numpy().astype(dtype)
+    if result.reference_gap is not None:
+        yield "reference_gap", result.reference_gap.cpu().numpy().astype(np.float32)
+    if result.frontier is not None:
+        yield "frontier/tangential", result.frontier.cpu().numpy().astype(np.float32)
 
 
 class ResultWriter:
@@ -177,6 +182,7 @@ class ResultWriter:
                     "format": FORMAT,
                     "format_version": FORMAT_VERSION,
                     "job": json.dumps(self.job, sort_keys=True),
+                    "frontier_gap_fractions": np.array(FRONTIER_GAP_FRACTIONS, np.float64),
                 }
             )
             out.attrs.update({key: value for key, value in attrs.items()})

@@ -27,6 +27,7 @@ from tig_batch.engine import (
     integrated_gradients,
     make_baselines,
     optimal_baselines,
+    reference_gaps,
     smoothgrad,
     tangent_space,
 )
@@ -88,8 +89,10 @@ class ExplainConfig:
 class Explanations:
     """One batch's results, every tensor's first dimension the batch.
 
-    ``delta`` and ``output_gap`` hold the IG methods only; ``baselines`` is the tangential
-    base-point (None when that method is not run).
+    ``delta`` and ``output_gap`` hold the IG methods only; ``reference_gap`` is the zero
+    base-point's output gap, the unit of gap fractions (None when no IG method is run).
+    ``baselines`` is the tangential base-point and ``frontier`` (B, F) its search's best ``mu``
+    at each of ``FRONTIER_GAP_FRACTIONS`` (both None when that method is not run).
     """
 
     sample_ids: torch.Tensor
@@ -103,6 +106,8 @@ class Explanations:
     output_gap: dict[str, torch.Tensor]
     flags: dict[str, torch.Tensor]
     baselines: torch.Tensor | None = None
+    reference_gap: torch.Tensor | None = None
+    frontier: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -139,7 +144,9 @@ def _explain_finite(
     target, prediction = _targets(classifier, images, labels, config)
     tangent = tangent_space(manifold, images, config.rtol)
     ibs, attributions, deltas, gaps, flags = config.internal_batch_size, {}, {}, {}, {}
-    baselines = None
+    baselines = frontier = reference = None
+    if any(name in IG_METHODS for name in config.methods):
+        reference = reference_gaps(classifier, images, target, config.value_range)
     for name in config.methods:
         flags[name] = torch.zeros(len(images), dtype=torch.int64)
         if name in IG_METHODS:
@@ -148,7 +155,7 @@ def _explain_finite(
                     classifier, images, tangent, target, config.value_range, config.search,
                     sample_ids, ibs,
                 )  # fmt: skip
-                baselines = search.baselines
+                baselines, frontier = search.baselines, search.frontier
                 flags[name][search.degenerate.cpu()] |= Flag.DEGENERATE
                 start = baselines
             else:
@@ -169,7 +176,7 @@ def _explain_finite(
         flags[name][torch.isnan(value).cpu()] |= Flag.ZERO_EXPLANATION
     return Explanations(
         sample_ids, target, prediction, tangent.rank, tangent.chance_level,
-        attributions, mu, deltas, gaps, flags, baselines,
+        attributions, mu, deltas, gaps, flags, baselines, reference, frontier,
     )  # fmt: skip
 
 
@@ -254,7 +261,8 @@ def _fill_skipped(
         spread(kept.chance_level, torch.nan), spread_all(kept.attributions, torch.nan),
         spread_all(kept.alignment, torch.nan), spread_all(kept.delta, torch.nan),
         spread_all(kept.output_gap, torch.nan), flags,
-        None if kept.baselines is None else spread(kept.baselines, torch.nan),
+        *(None if value is None else spread(value, torch.nan)
+          for value in (kept.baselines, kept.reference_gap, kept.frontier)),
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from tig_batch.cli._common import UserError, progress_bar, quiet_option
+from tig_batch.engine._search import OPTIMIZERS
 from tig_batch.pipeline import METHODS, ExplainConfig
 
 # the options' defaults are the library's: one place for each
@@ -109,13 +110,13 @@ def _target(ctx: click.Context, param: click.Parameter, value: str) -> str | int
 )
 @click.option(
     "--search-optimizer",
-    type=click.Choice(["ascent", "projection"]),
+    type=click.Choice(OPTIMIZERS),
     default=_SEARCH.optimizer,
     show_default=True,
-    help="projection: closed-form steps towards the tangential part of the explanation; the "
-    "mu of a paper-style search at a tenth of its cost, and like it a small output gap (add "
-    "--min-gap 0.1 to keep gaps above a tenth of the zero base-point's). ascent: gradient "
-    "ascent on mu; lower mu, larger gaps (docs/method.md).",
+    help="surrogate: each step maximises mu on the frozen-path model of IG under the value "
+    "range and the --min-gap constraint, then moves --search-damping of the way. ascent: the "
+    "paper's gradient ascent on mu. projection: closed-form steps to the tangential part of "
+    "the explanation, blind to the gap (docs/method.md).",
 )
 @click.option(
     "--search-iterations",
@@ -142,7 +143,22 @@ def _target(ctx: click.Context, param: click.Parameter, value: str) -> str | int
     type=click.FloatRange(0, 1, min_open=True),
     default=_SEARCH.damping,
     show_default=True,
-    help="Projection: the fraction of the way to the closed-form base-point per step.",
+    help="surrogate and projection: the fraction of the way to the step's solution moved.",
+)
+@click.option(
+    "--search-inner-iterations",
+    type=click.IntRange(0),
+    default=_SEARCH.inner_iterations,
+    show_default=True,
+    help="surrogate: ascent steps on the frozen-path problem per search step (no model calls).",
+)
+@click.option(
+    "--search-anneal",
+    type=click.FloatRange(0, 1),
+    default=_SEARCH.anneal,
+    show_default=True,
+    help="surrogate: the share of the steps over which the gap aimed for falls from the zero "
+    "base-point's to --min-gap (0: aim for --min-gap at once).",
 )
 @click.option(
     "--search-n-steps",
@@ -150,8 +166,7 @@ def _target(ctx: click.Context, param: click.Parameter, value: str) -> str | int
     default=_SEARCH.n_steps,
     show_default=True,
     help="Quadrature nodes inside the search (the final IG uses --n-steps): the search only "
-    "ranks base-points, and 2 did as well as 4 with projection steps on mnist-5k "
-    "(docs/method.md).",
+    "ranks base-points, so a coarse rule suffices (docs/method.md).",
 )
 @click.option(
     "--target-mu",
@@ -160,9 +175,13 @@ def _target(ctx: click.Context, param: click.Parameter, value: str) -> str | int
 )
 @click.option(
     "--min-gap",
-    type=float,
-    help="Never keep a base-point whose output gap is below this fraction of the zero "
-    "base-point's.",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=_SEARCH.min_gap,
+    show_default=True,
+    help="The share of the zero base-point's output gap f_c(x) - f_c(0) that a tangential "
+    "base-point must keep, so its explanation still accounts for the output. 0 is the paper's "
+    "unconstrained problem: higher mu, but base-points next to the input and near-blank "
+    "explanations.",
 )
 @click.option(
     "--seed",
@@ -265,9 +284,11 @@ def explain(
     search_lr: float,
     search_adaptive_lr: bool,
     search_damping: float,
+    search_inner_iterations: int,
+    search_anneal: float,
     search_n_steps: int,
     target_mu: float | None,
-    min_gap: float | None,
+    min_gap: float,
     seed: int,
     gaussian_sigma: float,
     blur_sigma: float,
@@ -315,11 +336,11 @@ def explain(
         raise click.UsageError("--scheduler dask needs --dask-address or --workers (one of them)")
     if scheduler == "dask" and workers and not threads:
         threads = max(1, (os.cpu_count() or 1) // workers)
-    if search_optimizer == "projection" and (search_gradient == "exact" or search_adaptive_lr):
+    if search_optimizer != "ascent" and (search_gradient == "exact" or search_adaptive_lr):
         flag = "--search-gradient exact" if search_gradient == "exact" else "--search-adaptive-lr"
         raise click.UsageError(
-            f"{flag} applies to ascent steps; add --search-optimizer ascent (projection steps, "
-            "the default, use the frozen path gradient and no step length)"
+            f"{flag} applies to ascent steps; add --search-optimizer ascent ({search_optimizer} "
+            "steps use the frozen path gradient and no step length)"
         )
     if threads:
         torch.set_num_threads(threads)
@@ -330,7 +351,8 @@ def explain(
     search = BaselineSearch(
         gradient=search_gradient, optimizer=search_optimizer, lr=search_lr,  # type: ignore[arg-type]
         adaptive_lr=search_adaptive_lr, damping=search_damping, n_iterations=search_iterations,
-        n_steps=search_n_steps, target_mu=target_mu, min_gap=min_gap, seed=seed,
+        inner_iterations=search_inner_iterations, anneal=search_anneal, n_steps=search_n_steps,
+        target_mu=target_mu, min_gap=min_gap, seed=seed,
     )  # fmt: skip
     config = ExplainConfig(
         methods=methods, n_steps=n_steps, method=rule, target=target, search=search, seed=seed,  # type: ignore[arg-type]

@@ -8,7 +8,14 @@ from tig_batch.engine._baselines import (
     user_baselines,
 )
 from tig_batch.engine._explainers import gradient, input_x_gradient, smoothgrad
-from tig_batch.engine._ig import Attribution, Target, integrated_gradients, resolve_target
+from tig_batch.engine._frontier import FRONTIER_GAP_FRACTIONS
+from tig_batch.engine._ig import (
+    Attribution,
+    Target,
+    integrated_gradients,
+    reference_gaps,
+    resolve_target,
+)
 from tig_batch.engine._quadrature import RULES, Quadrature, Rule, quadrature
 from tig_batch.engine._search import BaselineSearch, SearchResult, optimal_baselines
 from tig_batch.engine._tangent import (
@@ -21,6 +28,7 @@ from tig_batch.engine._tangent import (
 
 __all__ = [
     "BASELINE_KINDS",
+    "FRONTIER_GAP_FRACTIONS",
     "RULES",
     "Attribution",
     "BaselineKind",
@@ -39,6 +47,7 @@ __all__ = [
     "make_baselines",
     "optimal_baselines",
     "quadrature",
+    "reference_gaps",
     "resolve_target",
     "smoothgrad",
     "tangent_basis",

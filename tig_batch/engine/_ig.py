@@ -53,6 +53,19 @@ def explained_outputs(
     return explained_value(model.logits(inputs), target, model.output)
 
 
+def reference_gaps(
+    model: Classifier,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    value_range: tuple[float, float] = (0.0, 1.0),
+) -> torch.Tensor:
+    """``f_c(x) - f_c(zero base-point)`` (B,): the output change IG from the zero base-point
+    explains, the unit in which the search's ``min_gap`` and the reports' gap fractions are
+    measured."""
+    zero = torch.zeros_like(inputs).clamp_(*value_range)
+    return explained_outputs(model, inputs, target) - explained_outputs(model, zero, target)
+
+
 def path_gradients(
     model: Classifier,
     inputs: torch.Tensor,

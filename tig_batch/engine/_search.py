@@ -1,84 +1,97 @@
-"""The tangentially aligned base-point: ``a* = argmax_a mu(IG(x; a))`` over ``[lo, hi]^d``.
+"""The tangentially aligned base-point: ``a* = argmax_a mu(IG(x; a))`` over ``[lo, hi]^d``,
+by default subject to keeping half of the zero base-point's output gap.
 
-Batched over images: every iteration runs the still-active images through one IG evaluation
-and one step, with no per-image loop. Two optimisers share that loop:
+Batched over images: every iteration runs the still-active images through one IG evaluation,
+measures their output gap and takes one step, with no per-image loop. Three optimisers share
+that loop:
 
+- ``surrogate`` (ours, the default): with the path gradient ``G`` frozen, IG is linear in the
+  base-point and the gap constraint is a half-space, so maximising ``mu`` is a small problem
+  per image with no model calls (see ``_surrogate``). A few projected ascent steps solve it;
+  the search moves ``damping`` of the way to the solution and refreshes ``G``. The gap the
+  step aims for falls from the zero base-point's to the required one over the first
+  ``anneal`` of the iterations, so the search follows the alignment-gap frontier down.
 - ``ascent``: projected gradient ascent on ``mu`` (the paper's approach), with the
   frozen-path or the exact gradient and a fixed or per-image adaptive step length;
-- ``projection`` (ours): with the path gradient ``G`` frozen, ``IG = G * (x - a)`` is linear in
-  ``a`` and the best explanation it can reach is the tangential part of the current one,
-  ``P_T IG``; the base-point that yields it is ``a = x - P_T IG / G`` (clipped to the value
-  range), found in closed form. The step moves ``damping`` of the way there, then ``G`` is
-  refreshed by the next IG evaluation.
+- ``projection`` (ours): the frozen-path solution without the gap constraint in closed form,
+  ``a = x - P_T IG / G`` (clipped to the value range); the step moves ``damping`` of the way.
+
+Every iterate is offered to the alignment-gap frontier (``_frontier``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from tig_batch.backends import Classifier, SecondOrderClassifier
-from tig_batch.engine._baselines import BaselineKind, ValueRange, make_baselines, zero_baselines
+from tig_batch.engine._baselines import BaselineKind, ValueRange, make_baselines
+from tig_batch.engine._frontier import Frontier
 from tig_batch.engine._ig import (
     DEFAULT_INTERNAL_BATCH_SIZE,
     Target,
     explained_outputs,
     integrate,
+    reference_gaps,
     resolve_target,
 )
 from tig_batch.engine._quadrature import Quadrature, Rule, quadrature
+from tig_batch.engine._surrogate import SurrogateSteps
 from tig_batch.engine._tangent import TangentSpace
 from tig_batch.kernels.dispatch import tangential_step
 from tig_batch.kernels.ig_accumulate_project import IGProjection
 from tig_batch.kernels.interpolate_path import interpolate_path_ref
 from tig_batch.kernels.tangential_step import ascent_step_ref, mu_cotangent_ref
 
+OPTIMIZERS = ("surrogate", "ascent", "projection")
+
 
 @dataclass(frozen=True)
 class BaselineSearch:
     """Settings of the base-point search. Defaults are ours where the paper is silent.
 
-    The defaults (``projection``, 60 steps of 2 nodes, ``damping`` 0.25) reach the mean ``mu``
-    of a paper-style search (Adam on ``mu`` with exact gradients, 100 steps of 16 nodes per
-    image) at about a tenth of its gradient evaluations and, in ``tig-batch bench e2e``, 16x
-    its speed: 0.943 against 0.936 on 8 mnist-5k digits, with the same output gap. Like it,
-    they shrink the gap: on 200 digits the kept gap averaged 10% of the zero base-point's and
-    62% of the results were flagged degenerate. ``min_gap=0.1`` keeps every gap above that at
-    mean ``mu`` 0.887 (``docs/method.md``).
+    The default problem is constrained: maximise ``mu`` keeping at least ``min_gap`` (0.5) of
+    the zero base-point's output gap, since an explanation of almost no change in the output
+    explains nothing. ``min_gap=0`` is the paper's unconstrained problem ("paper mode"), whose
+    searches reach a high ``mu`` by moving the base-point next to the input.
 
+    - ``optimizer``: ``surrogate`` (solves the frozen-path problem with the gap constraint
+      each step), ``ascent`` (the paper's projected gradient ascent) or ``projection`` (the
+      unconstrained frozen-path solution in closed form); see the module docstring.
     - ``gradient``: ``frozen-path`` (first derivatives only, exact almost everywhere for ReLU
-      networks explaining a logit) or ``exact`` (differentiates through the quadrature; needs a
-      :class:`~tig_batch.backends.SecondOrderClassifier`, i.e. the torch backend).
-    - ``optimizer``: ``ascent`` or ``projection`` (see the module docstring); ``projection``
-      uses the frozen path gradient only and moves ``damping`` (in (0, 1]) of the way to the
-      frozen-path solution per step. It raises ``mu`` in far fewer steps than ``ascent`` but
-      shrinks the output gap faster at equal ``mu``: pair it with ``min_gap`` when that matters.
-    - ``init``: the starting base-point kind; ``lr``: the ascent step length (l2, in input
-      units, when ``normalize_step``; else the plain gradient's multiplier); ``n_iterations``
-      steps.
-    - ``adaptive_lr``: per-image ascent step lengths, grown by ``lr_growth`` after a step that
-      raised the image's ``mu`` and cut by ``lr_decay`` after one that lowered it (within
-      ``[lr / 100, lr * 100]``).
-    - ``n_steps``/``method``: the quadrature inside the loop. It only has to rank base-points,
-      so it can be far coarser than the final IG's: on 100 mnist-5k digits, ascent with 4
-      midpoint nodes reached the ``mu`` (measured with 50 nodes) of 16 nodes, 0.796 against
-      0.802, and projection with 2 nodes (60 steps) that of 4 nodes (50 steps), 0.944 against
-      0.946.
+      networks explaining a logit) or ``exact`` (ascent only: differentiates through the
+      quadrature; needs a :class:`~tig_batch.backends.SecondOrderClassifier`, i.e. the torch
+      backend).
+    - ``n_iterations`` steps from the ``init`` base-point kind, each one IG evaluation with the
+      ``n_steps``-node ``method`` rule. That quadrature only has to rank base-points, so it can
+      be far coarser than the final attribution's.
+    - ``damping`` (``surrogate``, ``projection``): the fraction of the way to the frozen-path
+      solution moved per step, in (0, 1]. ``inner_iterations`` (``surrogate``): ascent steps on
+      the frozen-path problem per search step. ``anneal`` (``surrogate``): the fraction of the
+      iterations over which the gap aimed for falls from the zero base-point's to ``min_gap``
+      (0: aim for ``min_gap`` from the start).
+    - ``lr`` (``ascent``): the step length (l2, in input units, when ``normalize_step``; else
+      the plain gradient's multiplier). ``adaptive_lr``: per-image step lengths, grown by
+      ``lr_growth`` after a step that raised the image's ``mu`` and cut by ``lr_decay`` after
+      one that lowered it (within ``[lr / 100, lr * 100]``).
     - ``target_mu``: an image stops once its ``mu`` reaches this; ``keep_best``: return the
-      best iterate by ``mu`` rather than the last.
-    - ``min_gap``: iterates whose output gap ``f_c(x) - f_c(a)`` falls below it are never kept
-      (the starting point is kept only as a last resort, and flagged).
-      ``degenerate_gap``: results whose gap falls below it are flagged degenerate. Both are
-      fractions of the zero base-point's gap when ``gap_relative``, else absolute values.
+      best iterate by ``mu`` among those meeting ``min_gap`` rather than the last.
+    - ``min_gap``: the output gap ``f_c(x) - f_c(a)`` every kept iterate must reach (the
+      starting point is kept only as a last resort, and flagged); ``degenerate_gap``: results
+      whose gap falls below it are flagged degenerate. Both are fractions of the zero
+      base-point's gap when ``gap_relative`` (then in [0, 1)), else absolute values.
     """
 
     gradient: Literal["frozen-path", "exact"] = "frozen-path"
-    optimizer: Literal["ascent", "projection"] = "projection"
+    optimizer: Literal["surrogate", "ascent", "projection"] = "surrogate"
     init: BaselineKind = "zero"
     lr: float = 0.5
     damping: float = 0.25
+    inner_iterations: int = 5
+    anneal: float = 0.5
     adaptive_lr: bool = False
     lr_growth: float = 1.2
     lr_decay: float = 0.5
@@ -88,7 +101,7 @@ class BaselineSearch:
     normalize_step: bool = True
     target_mu: float | None = None
     keep_best: bool = True
-    min_gap: float | None = None
+    min_gap: float = 0.5
     degenerate_gap: float = 0.1
     gap_relative: bool = True
     seed: int = 0
@@ -96,34 +109,59 @@ class BaselineSearch:
     def __post_init__(self) -> None:
         if self.gradient not in ("frozen-path", "exact"):
             raise ValueError(f"gradient must be 'frozen-path' or 'exact', got {self.gradient!r}")
-        if self.optimizer not in ("ascent", "projection"):
-            raise ValueError(f"optimizer must be 'ascent' or 'projection', got {self.optimizer!r}")
-        if self.optimizer == "projection" and self.gradient == "exact":
+        if self.optimizer not in OPTIMIZERS:
             raise ValueError(
-                "optimizer='projection' solves the frozen-path problem; it takes no exact "
-                "gradient (use gradient='frozen-path' or optimizer='ascent')"
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
             )
-        if self.optimizer == "projection" and self.adaptive_lr:
+        if self.optimizer != "ascent" and self.gradient == "exact":
+            raise ValueError(
+                f"optimizer={self.optimizer!r} works on the frozen-path problem; it takes no "
+                "exact gradient (use gradient='frozen-path' or optimizer='ascent')"
+            )
+        if self.optimizer != "ascent" and self.adaptive_lr:
             raise ValueError("adaptive_lr adapts ascent steps; it needs optimizer='ascent'")
-        if self.n_iterations < 0 or self.lr < 0:
-            raise ValueError("n_iterations and lr must be non-negative")
+        if self.n_iterations < 0 or self.lr < 0 or self.inner_iterations < 0:
+            raise ValueError("n_iterations, inner_iterations and lr must be non-negative")
         if not 0 < self.damping <= 1:
             raise ValueError(f"damping must be in (0, 1], got {self.damping}")
+        if not 0 <= self.anneal <= 1:
+            raise ValueError(f"anneal must be in [0, 1], got {self.anneal}")
         if self.lr_growth < 1 or not 0 < self.lr_decay <= 1:
             raise ValueError("lr_growth must be >= 1 and lr_decay in (0, 1]")
+        for name in ("min_gap", "degenerate_gap"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+            if self.gap_relative and value >= 1:
+                raise ValueError(
+                    f"{name} is a fraction of the zero base-point's output gap, so it must be "
+                    f"below 1, got {value} (gap_relative=False takes absolute gaps)"
+                )
+
+    @property
+    def constrained(self) -> bool:
+        """Whether kept iterates must reach ``min_gap`` (False: the paper's problem)."""
+        return self.min_gap > 0
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The kept base-point per image and what it yields, measured with the search's quadrature."""
+    """The kept base-point per image and what it yields, measured with the search's quadrature.
+
+    ``frontier`` (B, F) holds, per image, the best ``mu`` among the iterates whose output gap
+    reached each fraction of ``FRONTIER_GAP_FRACTIONS`` of the zero base-point's gap (NaN where
+    none did); it is measured with the search's quadrature too.
+    """
 
     baselines: torch.Tensor  # (B, C, H, W), inside the value range
     alignment: torch.Tensor  # mu of IG from the kept base-point (B,)
     output_gap: torch.Tensor  # f_c(x) - f_c(a*) (B,)
     distance: torch.Tensor  # ||x - a*|| (B,)
-    iterations: torch.Tensor  # ascent steps taken per image (B,)
+    iterations: torch.Tensor  # steps taken per image (B,)
     degenerate: torch.Tensor  # gap below the threshold, or no iterate met min_gap (B,) bool
     n_gradient_evaluations: int  # samples differentiated, second-order ones included
+    reference_gap: torch.Tensor  # f_c(x) - f_c(zero base-point) (B,)
+    frontier: torch.Tensor  # (B, len(FRONTIER_GAP_FRACTIONS))
 
 
 def optimal_baselines(
@@ -150,17 +188,19 @@ def optimal_baselines(
     basis = tangent.basis.to(inputs.dtype)
     rule = quadrature(search.method, search.n_steps).to(inputs.device, inputs.dtype)
     f_x = explained_outputs(model, inputs, target)
-    scale = torch.ones_like(f_x)
-    if search.gap_relative:
-        scale = f_x - explained_outputs(model, zero_baselines(inputs, value_range), target)
-    min_gap = None if search.min_gap is None else search.min_gap * scale
+    reference_gap = reference_gaps(model, inputs, target, value_range)
+    scale = reference_gap.clamp_min(0) if search.gap_relative else torch.ones_like(f_x)
+    min_gap = search.min_gap * scale
+    aims = _GapAims(search, reference_gap, min_gap)
 
     init = make_baselines(search.init, inputs, value_range, seed=search.seed, sample_ids=sample_ids)
     a = init.flatten(1).clone()
     best = _Best(a.clone(), f_x)
+    frontier = Frontier(len(x), f_x)
     iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
     active = torch.ones(len(x), dtype=torch.bool, device=x.device)
     step_size = _StepSize(search, f_x)
+    surrogate = SurrogateSteps(x, a, value_range, search.damping, search.inner_iterations)
     evaluations = 0
     for step in range(search.n_iterations + 1):
         rows = active.nonzero().squeeze(1)
@@ -169,18 +209,20 @@ def optimal_baselines(
         x_rows, a_rows = x[rows].view(-1, *inputs.shape[1:]), a[rows].view(-1, *inputs.shape[1:])
         ig = integrate(model, x_rows, a_rows, target[rows], rule, internal_batch_size, basis[rows])
         evaluations += rows.numel() * len(rule)
-        if min_gap is None:  # no constraint: the gap is measured once, of the kept
-            gap = torch.full_like(ig.alignment, torch.nan)
-            allowed = torch.ones_like(gap, dtype=torch.bool)
-        else:
-            gap = f_x[rows] - explained_outputs(model, a_rows, target[rows])
-            allowed = gap >= min_gap[rows]
+        gap = f_x[rows] - explained_outputs(model, a_rows, target[rows])
+        allowed = gap >= min_gap[rows] if search.constrained else torch.ones_like(active[rows])
         best.offer(rows, a[rows], ig.alignment, gap, allowed, search.keep_best)
+        frontier.offer(rows, ig.alignment, _fraction(gap, reference_gap[rows]))
         if step == search.n_iterations:
             break
         if search.target_mu is not None:
             active[rows[ig.alignment >= search.target_mu]] = False
-        if search.optimizer == "projection":
+        if search.optimizer == "surrogate":
+            new_a = surrogate.propose(
+                rows, x[rows], a[rows], ig.mean_gradient, ig.attribution_sum, basis[rows], gap,
+                aims.at(step, rows), allowed,
+            )  # fmt: skip
+        elif search.optimizer == "projection":
             new_a = projection_step(x[rows], a[rows], ig, basis[rows], search.damping, value_range)
         elif search.gradient == "exact":
             grad = alignment_gradient(
@@ -198,18 +240,43 @@ def optimal_baselines(
         a[rows[moving]] = new_a[moving]
         iterations[rows[moving]] += 1
 
-    if min_gap is None:
-        best.gap = f_x - explained_outputs(model, best.baselines.view_as(inputs), target)
-    threshold = search.degenerate_gap * scale
     return SearchResult(
         baselines=best.baselines.view_as(inputs),
         alignment=best.alignment,
         output_gap=best.gap,
         distance=torch.linalg.vector_norm(x - best.baselines, dim=1),
         iterations=iterations,
-        degenerate=(best.gap < threshold) | ~best.allowed,
+        degenerate=(best.gap < search.degenerate_gap * scale) | ~best.allowed,
         n_gradient_evaluations=evaluations,
+        reference_gap=reference_gap,
+        frontier=frontier.best,
     )
+
+
+def _fraction(gap: torch.Tensor, reference_gap: torch.Tensor) -> torch.Tensor:
+    """``gap / reference_gap``, NaN where the zero base-point's gap is not positive."""
+    return torch.where(reference_gap > 0, gap / reference_gap, torch.nan)
+
+
+class _GapAims:
+    """The gap the ``surrogate`` step aims for: from the zero base-point's down to ``min_gap``.
+
+    Over the first ``anneal`` of the iterations the aim falls linearly from
+    ``max(reference_gap, min_gap)`` to ``min_gap``; in paper mode it falls to zero, so the
+    surrogate never aims for a negative gap.
+    """
+
+    def __init__(
+        self, search: BaselineSearch, reference_gap: torch.Tensor, min_gap: torch.Tensor
+    ) -> None:
+        self.start = torch.maximum(reference_gap, min_gap)
+        self.end = min_gap
+        self.steps = search.anneal * search.n_iterations
+
+    def at(self, step: int, rows: torch.Tensor) -> torch.Tensor:
+        """The aimed-for gap of ``rows`` at search step ``step``."""
+        remaining = max(0.0, 1.0 - step / self.steps) if self.steps > 0 else 0.0
+        return self.end[rows] + remaining * (self.start[rows] - self.end[rows])
 
 
 def alignment_gradient(
