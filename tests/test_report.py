@@ -21,15 +21,18 @@ from PIL import Image
 from tig_batch._results import OutputLayout, ResultWriter
 from tig_batch.cli import main
 from tig_batch.data import Records, ShardSpec, write_shards
+from tig_batch.engine import FRONTIER_GAP_FRACTIONS
 from tig_batch.errors import DataError
 from tig_batch.pipeline import Explanations
 from tig_batch.report import (
     load_examples,
     markdown_table,
+    read_scores,
     select_examples,
     summarize,
     write_report,
 )
+from tig_batch.report._frontier import frontier_curve
 
 SHAPE = (1, 8, 8)
 CLASSES = ("zero", "one", "two")
@@ -44,8 +47,10 @@ class Truth:
 
 
 def _write_output(
-    directory: Path, name: str, shard: Path, ids: np.ndarray, methods: list[str], seed: int
-) -> dict[str, dict[str, np.ndarray]]:
+    directory: Path, name: str, shard: Path, ids: np.ndarray, methods: list[str], seed: int,
+    version: int,
+) -> dict[str, dict[str, np.ndarray]]:  # fmt: skip
+    """One explain output; ``version`` 1 lacks the reference gaps and the frontier."""
     rng = np.random.default_rng(seed)
     n = len(ids)
     chance = rng.uniform(0.1, 0.4, n).astype(np.float32)
@@ -62,6 +67,12 @@ def _write_output(
             "gap": rng.normal(2, 1, n).astype(np.float32),
             "attributions": rng.normal(0, 1, (n, *SHAPE)).astype(np.float32),
         }
+    reference = rng.normal(4, 1, n).astype(np.float32)
+    reference[0] = -1.0  # a zero base-point that explains no positive change
+    frontier = np.sort(rng.uniform(0, 1, (n, len(FRONTIER_GAP_FRACTIONS))), 1).astype(np.float32)
+    frontier[1, :3] = np.nan  # no iterate kept that much of the gap
+    extra = {"reference": reference, "frontier": frontier} if version == 2 else {}
+    columns["tangential"].update(extra)
     target = torch.arange(n) % len(CLASSES)
     result = Explanations(
         sample_ids=torch.from_numpy(ids), target=target, prediction=target.flip(0),
@@ -71,11 +82,18 @@ def _write_output(
         delta={m: torch.from_numpy(columns[m]["delta"]) for m in ig},
         output_gap={m: torch.from_numpy(columns[m]["gap"]) for m in ig},
         flags={m: torch.from_numpy(columns[m]["flags"]) for m in methods},
+        **{k: torch.from_numpy(v) for k, v in
+           {"reference_gap": reference, "frontier": frontier}.items() if version == 2},
     )  # fmt: skip
     layout = OutputLayout(n, chunk_size=n)
-    writer = ResultWriter(directory / name, layout, {"config": {"n_steps": 8}}, overwrite=False)
+    job = {"config": {"n_steps": 8, "search": {"min_gap": 0.5, "gap_relative": True}}}
+    writer = ResultWriter(directory / name, layout, job, overwrite=False)
     writer.write_chunk(0, result, ids)
     writer.finish({"input_shard": str(shard.resolve()), "input_size": shard.stat().st_size})
+    if version == 1:
+        with h5py.File(directory / name, "r+") as file:
+            file.attrs["format_version"] = 1
+            del file.attrs["frontier_gap_fractions"]
     return columns
 
 
@@ -83,7 +101,8 @@ def _write_output(
 def explained(tmp_path: Path) -> tuple[Path, Path, Truth]:
     """(directory of 2 explain outputs, directory of their 2 input shards, what was written).
 
-    ``a.h5`` holds 20 images with 4 methods, ``b.h5`` 10 images without smoothgrad.
+    ``a.h5`` holds 20 images with 4 methods, ``b.h5`` 10 images without smoothgrad, written
+    as format 1 (no reference gaps, no frontier).
     """
     inputs, outputs = tmp_path / "inputs", tmp_path / "explained"
     outputs.mkdir()
@@ -98,7 +117,7 @@ def explained(tmp_path: Path) -> tuple[Path, Path, Truth]:
         first += n
         images = rng.integers(0, 256, (n, *SHAPE), dtype=np.uint8)
         shard = write_shards([Records(images, ids % 3, ids)], inputs / name, spec).shards[0].path
-        columns = _write_output(outputs, name, shard, ids, methods, seed)
+        columns = _write_output(outputs, name, shard, ids, methods, seed, 2 - seed)
         truth.methods[name] = methods
         for method, values in columns.items():
             merged = truth.columns.setdefault(method, {})
@@ -125,21 +144,41 @@ def test_summary_statistics_match_numpy(explained) -> None:
             assert s.mean_output_gap == pytest.approx(column["gap"].mean(), rel=1e-6)
         else:
             assert s.mean_abs_delta is None and s.mean_output_gap is None
+            assert s.mean_gap_fraction is None
     assert summaries["smoothgrad"].count <= 20  # only a.h5 ran it, with a.h5's chance levels
+    # gap fractions: a.h5 stores its reference gaps; format 1's b.h5 falls back on zero's gap
+    reference = np.concatenate(
+        [truth.columns["tangential"]["reference"], truth.columns["zero"]["gap"][20:]]
+    ).astype(np.float64)
+    fraction = np.where(reference > 0, truth.columns["tangential"]["gap"] / reference, np.nan)
+    assert summaries["tangential"].mean_gap_fraction == pytest.approx(np.nanmean(fraction))
+
+
+def test_the_frontier_is_averaged_over_the_files_that_hold_one(explained) -> None:
+    outputs, _, truth = explained
+    scores = read_scores([outputs])
+    assert scores.frontier_fractions == FRONTIER_GAP_FRACTIONS
+    curve = frontier_curve(scores)
+    expected = truth.columns["tangential"]["frontier"].astype(np.float64)
+    np.testing.assert_allclose(curve.mean_mu, np.nanmean(expected, 0))
+    assert curve.counts == tuple(int(c) for c in np.isfinite(expected).sum(0))
+    assert curve.counts[0] == 19  # image 1 kept no iterate at the full gap
 
 
 def test_report_writes_table_figures_and_a_self_contained_page(explained, tmp_path) -> None:
     outputs, _, truth = explained
     report = write_report([outputs], tmp_path / "report", n_examples=4)
     assert report.notes == [] and report.n_images == 30
-    for key in ("density", "examples"):
+    for key in ("density", "frontier", "examples"):
         with Image.open(report.files[key]) as image:
             image.verify()
             assert image.format == "PNG"
         with Image.open(report.files[key]) as image:
             assert image.width >= 600 and image.height >= 300, image.size
     page = report.files["html"].read_text()
-    assert page.count('src="data:image/png;base64,') == 2 and "<img" in page
+    assert page.count('src="data:image/png;base64,') == 3 and "<img" in page
+    assert "the alignment-gap frontier" in page and "small gap: the tangential" in page
+    assert "<th>gap / zero&#x27;s</th>" in page
     assert 'src="http' not in page and "<link" not in page and "<script" not in page
     assert "<th>mean mu</th>" in page and "<td>smoothgrad</td>" in page
     mean = truth.columns["zero"]["mu"]
@@ -240,3 +279,36 @@ def test_cli_rejects_an_empty_ids_option(explained, tmp_path) -> None:
     assert result.exit_code == 2 and "give comma-separated image ids" in result.output
     result = CliRunner().invoke(main, ["report", str(outputs), "-o", str(tmp_path), "--ids", "7"])
     assert result.exit_code == 2 and "Error: ids not in the results: 7" in result.output
+
+
+def test_format_1_outputs_alone_report_without_a_frontier(explained, tmp_path) -> None:
+    outputs, _, _ = explained
+    report = write_report([outputs / "b.h5"], tmp_path / "report", n_examples=2)
+    assert "frontier" not in report.files and report.files["examples"].is_file()
+    assert report.files["html"].read_text().count('src="data:image/png;base64,') == 2
+
+
+@pytest.mark.parametrize("colour_scale", ["row", "method"])
+def test_example_panels_give_mu_and_gap_on_either_colour_scale(
+    explained, tmp_path, colour_scale
+) -> None:
+    outputs, _, truth = explained
+    examples, _ = load_examples(select_examples(sorted(outputs.glob("*.h5")), ids=["103"]))
+    gap = truth.columns["tangential"]["gap"][3] / truth.columns["tangential"]["reference"][3]
+    assert examples[0].gap_fraction["tangential"] == pytest.approx(gap, rel=1e-6)
+    assert "gradient" not in examples[0].gap_fraction
+    result = CliRunner().invoke(
+        main, ["report", str(outputs), "-o", str(tmp_path / "r"), "--ids", "103",
+               "--colour-scale", colour_scale],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r" / "examples.png").stat().st_size > 5_000
+
+
+def test_flags_are_counted_and_explained(explained) -> None:
+    outputs, _, truth = explained
+    summaries = summarize([outputs])
+    table = markdown_table(summaries)
+    flags = truth.columns["zero"]["flags"]
+    assert f"| {np.count_nonzero(flags)} ({np.count_nonzero(flags)} small gap) |" in table
+    assert "Flagged: images whose result needs care. small gap:" in table

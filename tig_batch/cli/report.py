@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tig_batch.cli._common import quiet_option
+from tig_batch.report._figures import COLOUR_SCALES
 
 
 def _ids(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
@@ -32,16 +33,25 @@ def _ids(ctx: click.Context, param: click.Parameter, value: str | None) -> list[
     "--examples", "n_examples", type=click.IntRange(0), default=10, show_default=True,
     help="How many images examples.png shows when --ids is not given (0: no examples).",
 )  # fmt: skip
+@click.option(
+    "--colour-scale", type=click.Choice(COLOUR_SCALES), default="row", show_default=True,
+    help="examples.png: row shares one colour scale among an image's methods (magnitudes "
+    "compare); method gives each panel its own (every pattern shows, magnitudes do not "
+    "compare).",
+)  # fmt: skip
 @quiet_option
 def report(
-    results: tuple[Path, ...], out_dir: Path, ids: list[str] | None, n_examples: int, quiet: bool
-) -> None:
+    results: tuple[Path, ...], out_dir: Path, ids: list[str] | None, n_examples: int,
+    colour_scale: str, quiet: bool,
+) -> None:  # fmt: skip
     """Summarise explain outputs (RESULTS: files or directories) into tables and figures.
 
     Writes summary.md and summary.json (per method: count, mean, median, 10th and 90th
-    percentile of mu, share above the chance level, mean output gap and |delta| for IG
-    methods, flagged count), alignment_density.png, examples.png and a self-contained
-    report.html; prints the table.
+    percentile of mu, share above the chance level; for IG methods the mean output gap, also
+    as a share of the zero base-point's, and |delta|; flagged count and why),
+    alignment_density.png, alignment_gap_frontier.png (tangential IG's best mu at each output
+    gap kept, beside every other method), examples.png and a self-contained report.html;
+    prints the table.
 
     \b
     Example:
@@ -49,7 +59,7 @@ def report(
     """
     from tig_batch.report import markdown_table, write_report
 
-    written = write_report(results, out_dir, ids, n_examples)
+    written = write_report(results, out_dir, ids, n_examples, colour_scale)  # type: ignore[arg-type]
     click.echo(markdown_table(written.summaries, written.chance_level), nl=False)
     if not quiet:
         for note in written.notes:

@@ -18,7 +18,7 @@ from tig_batch.data import decode, open_dataset
 from tig_batch.errors import DataError
 from tig_batch.pipeline import METHODS
 from tig_batch.report._figures import Example
-from tig_batch.report._summary import open_output
+from tig_batch.report._summary import open_output, reference_gap_dataset
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,19 @@ def _label(ref: ExampleRef, target: int, prediction: int, class_names: tuple[str
     return f"id {ref.id}\ntarget {name(target)}{second}"
 
 
+def _gap_fractions(file: h5py.File, row: int, methods: Sequence[str]) -> dict[str, float]:
+    """Each IG method's output gap over the zero base-point's, where both are known."""
+    dataset = reference_gap_dataset(file)
+    reference = float("nan") if dataset is None else float(dataset[row])
+    if not reference > 0:
+        return {}
+    return {
+        m: float(file[f"output_gap/{m}"][row]) / reference
+        for m in methods
+        if f"output_gap/{m}" in file
+    }
+
+
 def load_examples(refs: Sequence[ExampleRef]) -> tuple[list[Example], list[str]]:
     """The examples with their images, attributions and mu; and notes on missing images."""
     examples, notes = [], []
@@ -127,6 +140,7 @@ def load_examples(refs: Sequence[ExampleRef]) -> tuple[list[Example], list[str]]
                 m: file[f"attributions/{m}"][ref.row].astype(np.float32) for m in methods
             }
             alignment = {m: float(file[f"alignment/{m}"][ref.row]) for m in methods}
+            gap_fraction = _gap_fractions(file, ref.row, methods)
             target, prediction = int(file["target"][ref.row]), int(file["prediction"][ref.row])
             source = _source_image(file, ref.row, ref.id)
         if source.problem and source.problem not in notes:
@@ -134,7 +148,7 @@ def load_examples(refs: Sequence[ExampleRef]) -> tuple[list[Example], list[str]]
         examples.append(
             Example(
                 _label(ref, target, prediction, source.class_names), source.image,
-                source.value_range, attributions, alignment,
+                source.value_range, attributions, alignment, gap_fraction,
             )
         )  # fmt: skip
     methods = [list(e.attributions) for e in examples]
@@ -142,7 +156,8 @@ def load_examples(refs: Sequence[ExampleRef]) -> tuple[list[Example], list[str]]
         common = [m for m in methods[0] if all(m in other for other in methods)]
         examples = [
             Example(e.label, e.image, e.value_range,
-                    {m: e.attributions[m] for m in common}, {m: e.alignment[m] for m in common})
+                    {m: e.attributions[m] for m in common}, {m: e.alignment[m] for m in common},
+                    {m: g for m, g in e.gap_fraction.items() if m in common})
             for e in examples
         ]  # fmt: skip
     return examples, notes

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # the ablations' module imports the engine; a figure needs on
 HEATMAP = "RdBu_r"  # diverging: red positive, blue negative, white zero
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,7 +56,7 @@ def density_figure(scores: Scores, out: Path) -> Path:
 
     Base-points (IG) on the left, gradient explainers on the right, as in the paper's Figure 1.
     """
-    plt = _pyplot()
+    plt = pyplot()
     chance = scores.chance_level
     grid = np.linspace(0, 1, 401)
     panels = [("IG with each base-point", IG_METHODS), ("Gradient explainers", GRADIENT_METHODS)]
@@ -92,13 +93,19 @@ def density_figure(scores: Scores, out: Path) -> Path:
 @dataclass(frozen=True)
 class Example:
     """One image to show: the image (C, H, W) in ``value_range`` or None when its input shard
-    is gone, and each method's attribution (C, H, W) and mu."""
+    is gone, and each method's attribution (C, H, W), mu and, for IG methods, output gap as a
+    share of the zero base-point's."""
 
     label: str
     image: np.ndarray | None
     value_range: tuple[float, float]
     attributions: dict[str, np.ndarray]
     alignment: dict[str, float]
+    gap_fraction: dict[str, float] = field(default_factory=dict)
+
+
+ColourScale = Literal["row", "method"]
+COLOUR_SCALES: tuple[str, ...] = get_args(ColourScale)
 
 
 def _image_rgb(image: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
@@ -107,43 +114,109 @@ def _image_rgb(image: np.ndarray, value_range: tuple[float, float]) -> np.ndarra
     return scaled[..., 0] if scaled.shape[2] == 1 else scaled[..., :3]
 
 
-def examples_figure(examples: Sequence[Example], out: Path) -> Path:
+#: Explainers whose maps are sensitivities (output per input unit) rather than attributions
+#: in output units: a row's shared colour scale gives them a scale of their own.
+SENSITIVITY_METHODS = ("gradient", "smoothgrad")
+#: Colour scales end at this percentile of a map's magnitudes, so a few extreme pixels
+#: saturate instead of washing out the rest (the usual way saliency maps are drawn).
+SCALE_PERCENTILE = 99.0
+
+
+def _robust_max(values: np.ndarray) -> float:
+    finite = np.abs(values[np.isfinite(values)])
+    if not finite.size:
+        return 0.0
+    return float(np.percentile(finite, SCALE_PERCENTILE)) or float(finite.max())
+
+
+def _panel_scales(maps: dict[str, np.ndarray], colour_scale: ColourScale) -> dict[str, float]:
+    """Each panel's colour limit: its own, or shared within attributions and within
+    sensitivities (the two do not share units)."""
+    own = {m: _robust_max(v) or 1.0 for m, v in maps.items()}
+    if colour_scale == "method":
+        return own
+    scales: dict[str, float] = {}
+    for group in ([m for m in maps if m not in SENSITIVITY_METHODS], SENSITIVITY_METHODS):
+        members = [m for m in group if m in maps]
+        shared = max((own[m] for m in members), default=1.0)
+        scales.update(dict.fromkeys(members, shared))
+    return scales
+
+
+def _panel_title(method: str, example: Example, scale: float | None) -> str:
+    mu = example.alignment[method]
+    words = [method, f"mu {'n/a' if math.isnan(mu) else f'{mu:.2f}'}"]
+    gap = example.gap_fraction.get(method)
+    if gap is not None and math.isfinite(gap):
+        words[1] += f", gap {gap:.0%}"
+    if scale is not None:
+        words.append(f"scale \u00b1{scale:.2g}")
+    return "\n".join(words)
+
+
+def _draw_image(ax: Any, example: Example) -> None:
+    if example.image is not None:
+        picture = _image_rgb(example.image, example.value_range)
+        ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
+    else:
+        ax.text(0.5, 0.5, "input shard\nnot found", ha="center", va="center", fontsize=8)
+    ax.set_title(example.label, fontsize=8)
+
+
+def examples_figure(
+    examples: Sequence[Example], out: Path, colour_scale: ColourScale = "row"
+) -> Path:
     """``examples.png``: each image beside every method's attribution as a signed heat map.
 
-    Channels are summed; the colour scale is symmetric about zero and shared by all methods of
-    one image (the colour bar on the right of each row), so their magnitudes compare at a glance.
+    Channels are summed; colour scales are symmetric about zero and end at the
+    ``SCALE_PERCENTILE`` of the magnitudes. ``row`` (the default) shares one scale among an
+    image's attributions (IG and input x gradient, the colour bar on the right) so their
+    magnitudes compare at a glance, and one among its gradient maps, whose units differ;
+    ``method`` gives every panel its own, so a faint explanation's pattern shows too. Titles
+    give each method's mu and, for IG, the output gap kept as a share of the zero base-point's.
     """
+    if colour_scale not in COLOUR_SCALES:
+        raise ValueError(f"colour_scale must be one of {', '.join(COLOUR_SCALES)}")
     if not examples:
         raise ValueError("no examples to draw")
-    plt = _pyplot()
+    plt = pyplot()
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     methods = list(examples[0].attributions)
     n_cols = len(methods) + 1
     fig, axes = plt.subplots(
-        len(examples), n_cols, figsize=(1.65 * n_cols + 0.6, 1.95 * len(examples)),
+        len(examples), n_cols, figsize=(1.65 * n_cols + 0.6, 2.1 * len(examples)),
         squeeze=False, layout="constrained",
     )  # fmt: skip
+    attribution_methods = [m for m in methods if m not in SENSITIVITY_METHODS]
     for row, example in zip(axes, examples, strict=True):
+        _draw_image(row[0], example)
         maps = {m: example.attributions[m].sum(0) for m in methods}
-        finite = [np.abs(v[np.isfinite(v)]) for v in maps.values()]
-        scale = max((float(f.max()) for f in finite if f.size), default=0.0) or 1.0
-        if example.image is not None:
-            picture = _image_rgb(example.image, example.value_range)
-            row[0].imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
-        else:
-            row[0].text(0.5, 0.5, "input shard\nnot found", ha="center", va="center", fontsize=8)
-        row[0].set_title(example.label, fontsize=8)
+        scales = _panel_scales(maps, colour_scale)
         for ax, method in zip(row[1:], methods, strict=True):
-            shown = ax.imshow(maps[method], cmap=HEATMAP, vmin=-scale, vmax=scale)
-            mu = example.alignment[method]
-            ax.set_title(f"{method}\nmu {'n/a' if math.isnan(mu) else f'{mu:.2f}'}", fontsize=8)
-        bar = fig.colorbar(shown, ax=row[-1], fraction=0.08, pad=0.03, ticks=[-scale, 0, scale])
-        bar.ax.set_yticklabels([f"-{scale:.2g}", "0", f"{scale:.2g}"], fontsize=7)
+            limit = scales[method]
+            ax.imshow(maps[method], cmap=HEATMAP, vmin=-limit, vmax=limit)
+            labelled = colour_scale == "method" or method in SENSITIVITY_METHODS
+            ax.set_title(_panel_title(method, example, limit if labelled else None), fontsize=8)
+        if colour_scale == "row" and attribution_methods:
+            limit = scales[attribution_methods[0]]
+            legend = ScalarMappable(Normalize(-limit, limit), HEATMAP)
+            ticks = [-limit, 0, limit]
+            bar = fig.colorbar(legend, ax=row[-1], fraction=0.08, pad=0.03, ticks=ticks)
+            bar.ax.set_yticklabels([f"-{limit:.2g}", "0", f"{limit:.2g}"], fontsize=7)
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
+    which = (
+        "one colour scale per row shared by its attributions (bar), gradient maps on their own"
+        if colour_scale == "row"
+        else "each panel on its own colour scale: compare patterns, not magnitudes"
+    )
     fig.suptitle(
-        "Attributions (channels summed; red positive, blue negative; one symmetric colour scale "
-        "per row, shared by its methods)",
+        f"Attributions (channels summed; red positive, blue negative; {which}; scales end at "
+        f"the {SCALE_PERCENTILE:g}th percentile). gap: output gap kept, as a share of the zero "
+        "base-point's",
         fontsize=9,
     )
     path = out / "examples.png"
@@ -156,7 +229,7 @@ def cost_figure(ablations: Sequence[tuple[Ablation, dict[str, VariantResult]]], 
     """``ablations.png``: each tangential variant's mean mu and mean output gap against the
     gradient evaluations its search spent per image; one colour per ablation. The latent
     ablation is left out: its mu is measured against other tangent spaces."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
     shown = [
         (a, r) for a, r in ablations

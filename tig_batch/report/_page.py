@@ -11,8 +11,10 @@ from pathlib import Path
 
 from tig_batch.errors import DataError
 from tig_batch.report._examples import load_examples, select_examples
-from tig_batch.report._figures import density_figure, examples_figure
+from tig_batch.report._figures import ColourScale, density_figure, examples_figure
+from tig_batch.report._frontier import frontier_figure
 from tig_batch.report._summary import (
+    FLAGS_EXPLAINED,
     TABLE_HEADER,
     MethodSummary,
     open_output,
@@ -33,7 +35,7 @@ class Report:
     summaries: list[MethodSummary]
     chance_level: float
     n_images: int
-    files: dict[str, Path]  # "html", "markdown", "json", "density", "examples"
+    files: dict[str, Path]  # "html", "markdown", "json", "density", "frontier", "examples"
     notes: list[str]  # what could not be shown, e.g. an input shard that is gone
 
 
@@ -47,12 +49,32 @@ def _settings(path: Path) -> dict[str, object]:
         "target": config.get("target"),
         "IG rule": config.get("method"),
         "n_steps": config.get("n_steps"),
+        "search optimizer": search.get("optimizer"),
         "search iterations": search.get("n_iterations"),
         "search n_steps": search.get("n_steps"),
-        "search lr": search.get("lr"),
+        "search min_gap": _min_gap_words(search),
         "smoothgrad samples": config.get("smoothgrad_samples"),
         "bundle manifest sha256": (job.get("bundle_manifest_sha256") or "")[:12],
     }
+
+
+def _min_gap_words(search: dict) -> str | None:
+    """How the search's gap constraint reads: relative, absolute, or the paper's problem."""
+    if "min_gap" not in search:
+        return None
+    min_gap = search["min_gap"]
+    if not min_gap:  # 0, or None in format 1 outputs
+        return "none (the paper's unconstrained problem)"
+    unit = " of the zero base-point's output gap" if search.get("gap_relative", True) else ""
+    return f"{min_gap:g}{unit}"
+
+
+def _relative_min_gap(path: Path) -> float | None:
+    """The search's ``min_gap`` as a fraction of the zero base-point's gap, when it is one."""
+    with open_output(path) as file:
+        search = json.loads(file.attrs.get("job", "{}")).get("config", {}).get("search", {})
+    min_gap = search.get("min_gap")
+    return float(min_gap) if min_gap and search.get("gap_relative", True) else None
 
 
 def html_page(
@@ -69,7 +91,11 @@ def html_page(
         "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
         for row in table_rows(summaries)
     )
-    titles = {"alignment_density": "Density of mu per method", "examples": "Examples"}
+    titles = {
+        "alignment_density": "Density of mu per method",
+        "alignment_gap_frontier": "What alignment costs: the alignment-gap frontier",
+        "examples": "Examples",
+    }
     images = "".join(
         f"<h2>{html.escape(titles.get(p.stem, p.stem))}</h2><img alt={html.escape(p.name)!r} "
         f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
@@ -89,9 +115,11 @@ img{{max-width:100%}}.note{{color:#a40}}</style>
 </head><body><h1>Tangential alignment of explanations</h1>
 <p>mu = ||U<sup>T</sup>v|| / ||v||: the share of an explanation v in the tangent space of the
 data manifold. A random direction scores about the chance level sqrt(r/d) = {chance:.3f}.
-Read mu together with the output gap f<sub>c</sub>(x) - f<sub>c</sub>(a) (mean gap): alignment
-bought by collapsing the gap explains nothing. Mean abs delta is IG's completeness error.</p>
+Read mu together with the output gap f<sub>c</sub>(x) - f<sub>c</sub>(a) (mean gap; gap /
+zero's: as a share of the zero base-point's gap): alignment bought by collapsing the gap
+explains nothing. Mean abs delta is IG's completeness error.</p>
 <table><tr>{head}</tr>{cells}</table>
+<p>{html.escape(FLAGS_EXPLAINED[0].upper() + FLAGS_EXPLAINED[1:])}</p>
 <ul>{facts}</ul>{f'<ul class="note">{warnings}</ul>' if warnings else ""}{images}
 </body></html>
 """
@@ -105,12 +133,15 @@ def write_report(
     out_dir: Path | str,
     ids: Sequence[str] | None = None,
     n_examples: int = DEFAULT_EXAMPLES,
+    colour_scale: ColourScale = "row",
 ) -> Report:
     """Summarise explain outputs (files or directories) and write the report into ``out_dir``.
 
-    Writes ``summary.md``, ``summary.json``, ``alignment_density.png``, ``examples.png`` (the
-    images with ``ids``, else ``n_examples`` spread over the target classes) and
-    ``report.html``, which holds the table and both figures in one file.
+    Writes ``summary.md``, ``summary.json``, ``alignment_density.png``,
+    ``alignment_gap_frontier.png`` (when the outputs hold the tangential search's frontier),
+    ``examples.png`` (the images with ``ids``, else ``n_examples`` spread over the target
+    classes; ``colour_scale`` as :func:`examples_figure` takes it) and ``report.html``, which
+    holds the table and the figures in one file.
     """
     out = Path(out_dir)
     scores = read_scores(paths)
@@ -126,15 +157,18 @@ def write_report(
         **_settings(scores.files[0]),
     }
     written = {"density": density_figure(scores, out)}
+    frontier = frontier_figure(scores, out, _relative_min_gap(scores.files[0]))
+    if frontier is not None:
+        written["frontier"] = frontier
     notes: list[str] = []
     refs = select_examples(scores.files, ids, n_examples) if n_examples or ids else []
     if refs:
         examples, notes = load_examples(refs)
-        written["examples"] = examples_figure(examples, out)
+        written["examples"] = examples_figure(examples, out, colour_scale)
     written["markdown"], written["json"] = write_summary(
         summaries, out, chance,
         {"files": [str(p) for p in scores.files], "n_images": scores.n_images, "notes": notes},
     )  # fmt: skip
-    figures = [written[k] for k in ("density", "examples") if k in written]
+    figures = [written[k] for k in ("density", "frontier", "examples") if k in written]
     written["html"] = html_page(summaries, figures, out, chance, details, notes)
     return Report(out, summaries, chance, scores.n_images, written, notes)

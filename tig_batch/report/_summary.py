@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from tig_batch.errors import DataError
-from tig_batch.pipeline import IG_METHODS, METHODS
+from tig_batch.pipeline import IG_METHODS, METHODS, Flag
 
 OUTPUT_FORMAT = "tig-batch-explanations"
 SHARD_FORMAT = "tig-batch-shards"
@@ -40,15 +40,19 @@ class MethodSummary:
     above_chance: float  # share of the counted images whose mu exceeds their chance sqrt(r/d)
     mean_abs_delta: float | None  # IG methods: mean |convergence delta|
     mean_output_gap: float | None  # IG methods: mean f_c(x) - f_c(a)
+    mean_gap_fraction: float | None  # IG methods: mean of the gap over the zero base-point's
     flagged: int  # images with any flag set
+    flag_counts: dict[str, int]  # images per flag (see ``FLAG_NAMES``)
 
 
 @dataclass(frozen=True)
 class Scores:
     """The per-image scores of every file read, concatenated method by method.
 
-    Each method keeps its own ``chance`` column, so files that ran different methods mix
-    correctly.
+    Each method keeps its own ``chance`` and ``reference`` (the zero base-point's output gap)
+    columns, so files that ran different methods mix correctly. ``frontier`` is the tangential
+    search's alignment-gap frontier (images, ``frontier_fractions``), from the files that hold
+    one (format 2 onwards).
     """
 
     files: tuple[Path, ...]
@@ -58,6 +62,16 @@ class Scores:
     delta: dict[str, np.ndarray]
     gap: dict[str, np.ndarray]
     flags: dict[str, np.ndarray]
+    reference: dict[str, np.ndarray]
+    frontier: np.ndarray | None = None
+    frontier_fractions: tuple[float, ...] = ()
+
+    def gap_fraction(self, method: str) -> np.ndarray:
+        """Each image's output gap over the zero base-point's; NaN where that is not positive
+        or not known."""
+        reference = self.reference[method]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(reference > 0, self.gap[method] / reference, np.nan)
 
     @property
     def methods(self) -> list[str]:
@@ -118,14 +132,17 @@ def read_scores(paths: Sequence[Path | str]) -> Scores:
     """Every file's per-image scores (files in the order :func:`result_files` gives)."""
     files = result_files(paths)
     columns: dict[str, dict[str, list[np.ndarray]]] = {
-        key: {} for key in ("chance", "alignment", "delta", "gap", "flags")
+        key: {} for key in ("chance", "alignment", "delta", "gap", "flags", "reference")
     }
+    frontiers: list[np.ndarray] = []
+    fractions: tuple[float, ...] = ()
     n_images = 0
     for path in files:
         with open_output(path) as file:
             try:
                 chance = file["chance_level"][:]
                 n_images += len(chance)
+                reference = _reference_gap(file, len(chance))
                 for method in [m for m in METHODS if f"alignment/{m}" in file]:
                     parts = {
                         "chance": chance,
@@ -135,8 +152,12 @@ def read_scores(paths: Sequence[Path | str]) -> Scores:
                     if method in IG_METHODS:
                         parts["delta"] = file[f"delta/{method}"][:]
                         parts["gap"] = file[f"output_gap/{method}"][:]
+                        parts["reference"] = reference
                     for key, value in parts.items():
                         columns[key].setdefault(method, []).append(value)
+                if "frontier/tangential" in file:
+                    frontiers.append(file["frontier/tangential"][:].astype(np.float64))
+                    fractions = tuple(float(f) for f in file.attrs["frontier_gap_fractions"])
             except (KeyError, OSError) as error:
                 raise DataError(f"{path}: incomplete explain output ({error})") from None
 
@@ -145,8 +166,21 @@ def read_scores(paths: Sequence[Path | str]) -> Scores:
 
     return Scores(
         tuple(files), n_images, join("chance"), join("alignment"), join("delta"), join("gap"),
-        join("flags"),
+        join("flags"), join("reference"), np.concatenate(frontiers) if frontiers else None,
+        fractions,
     )  # fmt: skip
+
+
+def reference_gap_dataset(file: h5py.File) -> h5py.Dataset | None:
+    """The zero base-point's output gap per image: stored from format 2 on; in older files, the
+    ``zero`` method's gap where it ran, else None."""
+    name = next((n for n in ("reference_gap", "output_gap/zero") if n in file), None)
+    return None if name is None else file[name]
+
+
+def _reference_gap(file: h5py.File, n_images: int) -> np.ndarray:
+    dataset = reference_gap_dataset(file)
+    return np.full(n_images, np.nan) if dataset is None else dataset[:]
 
 
 def summarize_scores(scores: Scores) -> list[MethodSummary]:
@@ -168,10 +202,33 @@ def summarize_scores(scores: Scores) -> list[MethodSummary]:
                 mean_abs_delta=_finite_mean(np.abs(scores.delta[method]))
                 if method in scores.delta else None,
                 mean_output_gap=_finite_mean(scores.gap[method]) if method in scores.gap else None,
+                mean_gap_fraction=_finite_mean(scores.gap_fraction(method))
+                if method in scores.gap else None,
                 flagged=int((scores.flags[method] != 0).sum()),
+                flag_counts=flag_counts(scores.flags[method]),
             )
         )  # fmt: skip
     return summaries
+
+
+#: What each bit of ``flags/<method>`` means, in the words the reports use.
+FLAG_NAMES = {
+    Flag.DEGENERATE: "small gap",
+    Flag.ZERO_EXPLANATION: "zero explanation",
+    Flag.NON_FINITE_INPUT: "NaN/Inf input",
+}
+FLAGS_EXPLAINED = (
+    "flagged: images whose result needs care. small gap: the tangential base-point keeps "
+    "less than the degenerate threshold (10% by default) of the zero base-point's output gap, "
+    "or no search step met min_gap, so its explanation accounts for little of the output; zero "
+    "explanation: mu is undefined; NaN/Inf input: the image was skipped."
+)
+
+
+def flag_counts(flags: np.ndarray) -> dict[str, int]:
+    """Images per flag, by the names of :data:`FLAG_NAMES` (flags may combine)."""
+    bits = flags.astype(np.int64)
+    return {name: int(((bits & int(flag)) != 0).sum()) for flag, name in FLAG_NAMES.items()}
 
 
 def summarize(paths: Sequence[Path | str]) -> list[MethodSummary]:
@@ -203,7 +260,7 @@ def markdown_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[
 
 TABLE_HEADER = (
     "method", "n", "mean mu", "median", "p10", "p90", "above chance", "mean gap",
-    "mean abs delta", "flagged",
+    "gap / zero's", "mean abs delta", "flagged",
 )  # fmt: skip
 
 
@@ -213,17 +270,30 @@ def table_rows(summaries: Sequence[MethodSummary]) -> list[list[str]]:
         [
             s.method, str(s.count), format_value(s.mean), format_value(s.median),
             format_value(s.p10), format_value(s.p90), format_value(s.above_chance, percent=True),
-            format_value(s.mean_output_gap), format_value(s.mean_abs_delta), str(s.flagged),
+            format_value(s.mean_output_gap), format_value(s.mean_gap_fraction, percent=True),
+            format_value(s.mean_abs_delta), _flagged_cell(s),
         ]
         for s in summaries
     ]  # fmt: skip
 
 
+def _flagged_cell(summary: MethodSummary) -> str:
+    """The flagged count, with what the flags were when there are any."""
+    why = ", ".join(f"{n} {name}" for name, n in summary.flag_counts.items() if n)
+    return f"{summary.flagged} ({why})" if summary.flagged else "0"
+
+
 def markdown_table(summaries: Sequence[MethodSummary], chance: float | None = None) -> str:
     """The summary as a Markdown table (mu together with the output gap, as it must be read)."""
     table = "".join(f"{line}\n" for line in markdown_rows(TABLE_HEADER, table_rows(summaries)))
-    note = "" if chance is None else f"\nChance level sqrt(r/d): {chance:.3f} (mean over images).\n"
-    return table + note
+    notes = [] if chance is None else [f"Chance level sqrt(r/d): {chance:.3f} (mean over images)."]
+    if any(s.mean_gap_fraction is not None for s in summaries):
+        notes.append(
+            "gap / zero's: the output gap f_c(x) - f_c(a) as a share of the zero base-point's."
+        )
+    if any(s.flagged for s in summaries):
+        notes.append(FLAGS_EXPLAINED[0].upper() + FLAGS_EXPLAINED[1:])
+    return table + "".join(f"\n{note}\n" for note in notes)
 
 
 def _json_safe(value: object) -> object:
