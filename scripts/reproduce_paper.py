@@ -13,7 +13,8 @@ bought by collapsing the gap explains nothing), with the library's own path end 
    behind ``tig-batch explain`` (resumable: a rerun keeps finished outputs);
 5. ablations (each one flag away, on the first ``--ablation-images`` test images, results
    cached per variant): Gaussian ``sigma``, tangent dimension ``n``, the optimiser's learning
-   rate x iterations, fixed steps vs stopping at a target ``mu``, ascent vs projection;
+   rate x iterations, fixed steps vs stopping at a target ``mu``, the optimisers with and
+   without the gap constraint, the gap constraint's ``min_gap``;
 6. writes ``docs/results.md`` with figures in ``docs/results/``.
 
 The study itself lives in ``tig_batch/report/``: its settings, data and models in
@@ -43,6 +44,7 @@ from tig_batch.data import cache_dir, open_dataset
 from tig_batch.errors import DataError, ModelError, TigBatchError
 from tig_batch.report._ablations import (
     LATENTS,
+    MIN_GAPS,
     SEARCH_ITERATIONS,
     SEARCH_LRS,
     SIGMAS,
@@ -50,6 +52,7 @@ from tig_batch.report._ablations import (
     Ablation,
     adaptive_ablation,
     latent_ablation,
+    min_gap_ablation,
     optimizer_ablation,
     run_ablation,
     search_ablation,
@@ -69,6 +72,7 @@ from tig_batch.report._reproduce import (
 from tig_batch.report._results_page import StudyReport, render
 
 REPO = Path(__file__).resolve().parent.parent
+COSTED = ("adaptive", "search", "optimizer", "min_gap")  # ablations in the cost figure
 
 
 def float_list(positive: bool = True, at_most: float | None = None) -> Callable:
@@ -181,7 +185,14 @@ def invoked_command(ctx: click.Context) -> str:
 @click.option(
     "--ablate-adaptive", is_flag=True, help="Fixed vs adaptive steps (target mu, step size)."
 )
-@click.option("--ablate-optimizer", is_flag=True, help="Ascent against the projection optimiser.")
+@click.option(
+    "--ablate-optimizer", is_flag=True,
+    help="Ascent, projection and surrogate optimisers, with and without the gap constraint.",
+)  # fmt: skip
+@click.option(
+    "--ablate-min-gap", is_flag=True,
+    help=f"The default search at min_gap {','.join(map(str, MIN_GAPS))}: the frontier.",
+)  # fmt: skip
 @click.option(
     "--target-mus",
     callback=float_list(at_most=1.0),
@@ -230,6 +241,8 @@ def requested_ablations(opts: dict, settings: Settings) -> list[Ablation]:
         found.append(adaptive_ablation(search, opts["target_mus"] or TARGET_MUS))
     if opts["ablate_optimizer"] or every:
         found.append(optimizer_ablation(search))
+    if opts["ablate_min_gap"] or every:
+        found.append(min_gap_ablation(MIN_GAPS))
     if opts["ablate_search"] or every:
         lrs = opts["search_lrs"] or SEARCH_LRS
         found.append(search_ablation(search, lrs, opts["search_iterations"] or SEARCH_ITERATIONS))
@@ -302,7 +315,7 @@ def run(opts: dict, command: str) -> None:
             ablation, data, models, settings, report.backend, threads, quiet, cached_only
         )
         report.ablations.append((ablation, results))
-        if any(a.name in ("adaptive", "search", "optimizer") for a, _ in report.ablations):
+        if any(a.name in COSTED for a, _ in report.ablations):
             report.figures["ablations"] = cost_figure(report.ablations, figures)
         lap(f"ablation {ablation.name}")
         say(f"wrote {out} ({ablation.name})")

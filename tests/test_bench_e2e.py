@@ -94,7 +94,7 @@ def test_reference_reaches_a_known_optimum_on_a_linear_problem() -> None:
 
     result = reference_tangential(
         model, inputs, torch.zeros(3, dtype=torch.long), basis,
-        ReferenceSearch(lr=0.01, n_iterations=300, n_steps=4),
+        ReferenceSearch(lr=0.01, n_iterations=300, n_steps=4, min_gap=0.0),
     )  # fmt: skip
     assert result.alignment.min() >= 0.99
     assert result.baselines.min() >= 0 and result.baselines.max() <= 1
@@ -109,6 +109,18 @@ def test_reference_reaches_a_known_optimum_on_a_linear_problem() -> None:
         ]
     )
     torch.testing.assert_close(alignment(final.detach(), basis), result.alignment)
+
+    # held to the gap rule, it keeps only base-points that keep 90% of the zero one's gap
+    held = reference_tangential(
+        model, inputs, torch.zeros(3, dtype=torch.long), basis,
+        ReferenceSearch(lr=0.01, n_iterations=300, n_steps=4, min_gap=0.9),
+    )  # fmt: skip
+    with torch.no_grad():
+        logit = model(inputs)[:, 0]
+        zero_gap = logit - model(torch.zeros_like(inputs))[:, 0]
+        gap = logit - model(held.baselines)[:, 0]
+    assert (gap >= 0.9 * zero_gap - 1e-12).all()
+    assert (held.alignment < result.alignment).all()
 
 
 def test_loglog_slope_recovers_a_power_law() -> None:

@@ -35,7 +35,8 @@ def test_fast_quickstart_runs_end_to_end_then_reuses_its_cache(tmp_path: Path) -
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert [m["count"] + m["flagged"] >= 12 for m in summary["methods"]] == [True] * 9
     assert {p.name for p in (out / "report").iterdir()} == {
-        "report.html", "summary.md", "summary.json", "alignment_density.png", "examples.png"
+        "report.html", "summary.md", "summary.json", "alignment_density.png", "examples.png",
+        "alignment_gap_frontier.png",
     }  # fmt: skip
     assert len(list((out / "explained").glob("*.h5"))) == 1
 

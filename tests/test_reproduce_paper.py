@@ -8,6 +8,7 @@ import importlib.util
 import re
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 
 from tig_batch.pipeline import ExplainConfig
 from tig_batch.report._ablations import Ablation, Variant, VariantResult
-from tig_batch.report._comparison import Row, explain_key
+from tig_batch.report._comparison import PAPER_MODE, Row, explain_key
 from tig_batch.report._reproduce import ASCENT, FULL, digest
 from tig_batch.report._results_page import PAPER_MU, ablation_table, headline
 
@@ -87,7 +88,7 @@ def test_table_equals_numpy_on_the_written_explanations(quick_run) -> None:
     outputs = _outputs(root / "work")
     assert [p.name for p in outputs] == ["test-00000.h5", "test-00001.h5"]  # shards of 6
     table = _table(text, "## Alignment per method")
-    methods = [m for m in table if m != "method"]
+    methods = [m for m in table if m not in ("method", PAPER_MODE)]
     assert len(methods) == 9
     gaps = [f"output_gap/{m}" for m in methods if m not in ("gradient", "smoothgrad",
                                                              "inputxgrad")]  # fmt: skip
@@ -106,6 +107,14 @@ def test_table_equals_numpy_on_the_written_explanations(quick_run) -> None:
         assert table[method][:7] == expected, method
     assert int(table["tangential"][0]) == 12
     assert f"Chance level `sqrt(r/d)`: {_fmt(chance.mean())}" in text
+    # gap / zero's: the tangential gap over the stored zero base-point's gap
+    reference = _columns(outputs, ["reference_gap"])["reference_gap"]
+    share = np.nanmean(np.where(reference > 0, data["output_gap/tangential"] / reference, np.nan))
+    assert table["tangential"][7] == f"{100 * share:.0f}%"
+    # the paper-mode row: the tangential method without the gap constraint, its own run
+    paper = _columns(sorted((root / "work").glob("models-*/paper-mode-*/*.h5")),
+                     ["alignment/tangential"])["alignment/tangential"]  # fmt: skip
+    assert table[PAPER_MODE][:2] == ["12", _fmt(np.nanmean(paper))]
     # the ablations call the engine directly: on the same first images with the same
     # settings they must reproduce the pipeline's numbers
     sigma = _table(text, "### Gaussian base-point sigma")
@@ -117,12 +126,13 @@ def test_table_equals_numpy_on_the_written_explanations(quick_run) -> None:
     # a search without a target evaluates (iterations + 1) x nodes gradients per image
     optimizers = _table(text, "### Base-point optimisers")
     assert optimizers["ascent, 3 iterations"][6:8] == ["3.0", str(4 * 8)]
-    assert optimizers["projection, 10 iterations"][6:8] == ["10.0", str(11 * 8)]
+    assert optimizers["projection, 60 iterations, min_gap 0.5"][6:8] == ["60.0", str(61 * 2)]
     assert (root / "docs" / "results" / "ablations.png").stat().st_size > 0
     assert (root / "docs" / "results" / "alignment_density.png").stat().st_size > 0
     assert "![Example explanations](results/examples.png)" in text
+    assert "![The alignment-gap frontier](results/alignment_gap_frontier.png)" in text
     assert "python scripts/reproduce_paper.py --data" in text and "--quick" in text
-    assert re.search(r"mean `mu = 0\.\d{3}`", text) and "The price in output gap" in text
+    assert re.search(r"mean `mu = 0\.\d{3}`", text) and "In paper mode (no gap" in text
     assert "Partial" not in text
 
 
@@ -186,27 +196,40 @@ def test_a_path_needs_its_test_split(digits_shards, tmp_path: Path) -> None:
     assert "give its test split with --test-data" in result.output
 
 
-def test_full_settings_keep_the_cache_keys_of_the_published_results() -> None:
-    """docs/results.md's main table is cached under ``explained-d4bd6dc608`` (the key of FULL,
-    ``tig-batch explain``'s defaults, with the 1,000 test images in shards of 100, onnx
-    backend), its ablations under keys of ``ExplainConfig(search=ASCENT)``, what they were
-    computed with (both at 512 samples per model call); a rerun or ``--cached-only`` finds them
-    only while those stay."""
-    assert explain_key(FULL, "test-first1000-by100", "onnx") == "d4bd6dc608"
-    published = ExplainConfig(search=ASCENT, internal_batch_size=512)
-    assert digest(FULL.ablation_config) == digest(published) == "02b1bed25c"
+def test_cache_keys_follow_every_setting_so_no_result_outlives_its_settings() -> None:
+    """The main table runs ``tig-batch explain``'s defaults; every search setting, the gap
+    constraint included, is part of its key and of the ablations'."""
+    assert FULL.explain == ExplainConfig()
+    key = explain_key(FULL, "test-first1000-by100", "onnx")
+    for change in ({"min_gap": 0.25}, {"anneal": 0.0}, {"inner_iterations": 3}):
+        search = replace(FULL.explain.search, **change)
+        moved = replace(FULL, explain=replace(FULL.explain, search=search))
+        assert explain_key(moved, "test-first1000-by100", "onnx") != key, change
+    assert FULL.ablation_config.search == ASCENT and ASCENT.min_gap == 0
+    assert FULL.paper_config.search == replace(FULL.explain.search, min_gap=0.0)
+    assert digest(FULL.paper_config) != digest(FULL.explain)
 
 
-def _row(method: str, mean: float, gap: float | None = 10.0, flagged: int = 0) -> Row:
-    return Row(method, 100, mean, mean - 0.1, mean, mean + 0.1, 1.0, gap, flagged)
+def _row(
+    method: str, mean: float, gap: float | None = 10.0, flagged: int = 0, share: float = 1.0
+) -> Row:
+    return Row(method, 100, mean, mean - 0.1, mean, mean + 0.1, 1.0, gap, share, flagged)
 
 
 def test_headline_words_the_verdict_from_the_numbers() -> None:
-    meets = headline([_row("tangential", PAPER_MU + 0.01, gap=2.5, flagged=7),
-                      _row("zero", 0.4, gap=10.0), _row("blur", 0.5)])  # fmt: skip
+    meets = headline(
+        [_row("tangential", PAPER_MU + 0.01, gap=2.5, flagged=7, share=0.52),
+         _row("zero", 0.4, gap=10.0), _row("blur", 0.5)],
+        _row(PAPER_MODE, 0.95, gap=1.0, flagged=60, share=0.08),
+    )  # fmt: skip
     assert f"mean `mu = {PAPER_MU + 0.01:.3f}`" in meets and "**meeting** it." in meets
+    assert "keeping 52% of the zero base-point's output gap" in meets
+    assert (
+        "In paper mode (no gap constraint, 100 images): mean `mu = 0.950`, **meeting** it, "
+        "at 8% of the zero base-point's gap; 60 of 100 results flagged" in meets
+    )
     assert "**yes**; the next best is blur at 0.500." in meets
-    assert "is 2.50 against the zero base-point's 10.00 (25% of it); 7 of 100" in meets
+    assert "7 of 100 tangential results are flagged" in meets
     short = headline([_row("tangential", 0.5), _row("zero", 0.6), _row("gradient", 0.7)])
     assert "**short of** it." in short
     assert "**no**; zero, gradient score(s) as high or higher." in short

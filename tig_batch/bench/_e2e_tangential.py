@@ -44,6 +44,8 @@ class TangentialRow:
     mean_mu: float
     mean_mu_shared: float
     mean_output_gap: float
+    mean_gap_fraction: float  # of the zero base-point's gap
+    keeping_min_gap: float  # share of images whose gap keeps the reference's min_gap
     mean_search_mu: float
     gradient_evaluations_per_image: float
     peak_rss_mib: float | None
@@ -102,25 +104,21 @@ def tangential(
     runs = alternate(calls, rounds, warm_up=False)
     rows = []
     f_x = _explained(module, images, target)
+    zero_gap = f_x - _explained(module, torch.zeros_like(images), target)
     for name, m in runs.items():
         found, attributions = m.output
         count, seconds, peak = len(attributions), statistics.median(m.seconds), m.peak_rss_mib
         mu = alignment(attributions, basis[:count])
         gap = f_x[:count] - _explained(module, found.baselines, target[:count])
+        fraction = gap / zero_gap[:count]
         rows.append(
             TangentialRow(
-                name,
-                count,
-                count / seconds,
-                math.nan,
-                float(mu.mean()),
-                float(mu[:n_ref].mean()),
-                float(gap.mean()),
-                float(found.alignment.mean()),
-                found.n_gradient_evaluations / count,
-                peak,
+                name, count, count / seconds, math.nan, float(mu.mean()),
+                float(mu[:n_ref].mean()), float(gap.mean()), float(fraction.mean()),
+                float((fraction >= settings.reference.min_gap).float().mean()),
+                float(found.alignment.mean()), found.n_gradient_evaluations / count, peak,
             )
-        )
+        )  # fmt: skip
     reference_rate = rows[-1].images_per_s
     rows = [
         dataclasses.replace(r, speedup_vs_reference=r.images_per_s / reference_rate) for r in rows

@@ -43,16 +43,14 @@ from tig_batch.errors import ModelError, TigBatchError
 CAPTUM = "Captum"
 MATMUL, MATMUL_CALLS = "matmul", 3  # products per alternating round
 
-# Our tangential contenders: one BaselineSearch each, compared with the reference.
+# Our tangential contenders: one BaselineSearch each, compared with the reference, which keeps
+# the same share of the zero base-point's output gap as the defaults (ReferenceSearch.min_gap).
 SEARCHES: dict[str, BaselineSearch] = {
-    # projection, 60 steps of 2 nodes, damping 0.25 (docs/method.md)
-    "tig-batch defaults": BaselineSearch(),
-    # ... keeping every output gap above a tenth of the zero base-point's
-    "tig-batch defaults, min gap 0.1": BaselineSearch(min_gap=0.1),
-    "tig-batch projection, 20 steps": BaselineSearch(n_iterations=20),
-    # the default until 2026-11-24: ascent, 50 steps of 4 nodes
-    "tig-batch ascent, 50 steps of 4 nodes": BaselineSearch(
-        optimizer="ascent", n_iterations=50, n_steps=4
+    "tig-batch defaults": BaselineSearch(),  # surrogate, 60 steps of 2 nodes, min_gap 0.5
+    "tig-batch surrogate, 30 steps": BaselineSearch(n_iterations=30),
+    "tig-batch projection, min gap 0.5": BaselineSearch(optimizer="projection"),
+    "tig-batch ascent, 200 steps of 4 nodes, lr 2, min gap 0.5": BaselineSearch(
+        optimizer="ascent", n_iterations=200, n_steps=4, lr=2.0
     ),
 }
 

@@ -1,8 +1,8 @@
 """How the cost per image grows with batch size, ``n_steps``, image size and tangent rank.
 
 Two workloads on the ONNX backend: plain IG (``n_steps`` nodes from the zero base-point) and
-one tangent-space step of the base-point search (an IG evaluation projected onto the tangent
-basis, then the projection step of the search's defaults). Speed does not depend on the
+the default base-point search cut to one step (two IG evaluations projected onto the tangent
+basis, their output gaps, and one surrogate step between them). Speed does not depend on the
 weights or on the pixel values, so the other image sizes use the untrained demo models and
 every point uses uniform random images and random orthonormal bases of the rank asked for.
 """
@@ -21,11 +21,12 @@ import torch
 from tig_batch.backends import Classifier, SessionSettings, load_bundle
 from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE
 from tig_batch.bench._measure import median_seconds
-from tig_batch.engine import BaselineSearch, integrated_gradients, quadrature, tangent_basis
-from tig_batch.engine._ig import integrate
-from tig_batch.engine._search import projection_step
-
-DAMPING = BaselineSearch().damping
+from tig_batch.engine import (
+    BaselineSearch,
+    integrated_gradients,
+    optimal_baselines,
+    tangent_basis,
+)
 
 Shape = tuple[int, int, int]
 Progress = Callable[[str], None]
@@ -41,7 +42,7 @@ class ScalingGrid:
     ranks: tuple[int, ...] = (8, 16, 32, 64)
     batch_size: int = 16
     ig_steps: int = 50  # plain IG's nodes where n_steps is not the variable
-    search_steps: int = BaselineSearch().n_steps  # the tangent step's nodes (the search's)
+    search_steps: int = BaselineSearch().n_steps  # the search step's nodes (the default's)
     rank: int = 16
     repeats: int = 3
     internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE
@@ -87,9 +88,9 @@ def _random_problem(shape: Shape, batch: int, rank: int, n_classes: int, seed: i
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, *shape, generator=generator)
     d = math.prod(shape)
-    basis = tangent_basis(torch.randn(batch, d, rank, generator=generator)).basis
+    tangent = tangent_basis(torch.randn(batch, d, rank, generator=generator))
     target = torch.randint(0, n_classes, (batch,), generator=generator)
-    return x, basis, target
+    return x, tangent, target
 
 
 def measure_point(
@@ -103,17 +104,17 @@ def measure_point(
     grid: ScalingGrid,
     plain_ig: bool = True,
 ) -> tuple[float | None, float]:
-    """Images/s of plain IG (None unless ``plain_ig``) and of one tangent-space step."""
-    x, basis, target = _random_problem(shape, batch, rank, n_classes)
-    zero = torch.zeros_like(x)
-    rule, ibs = quadrature("midpoint", search_steps), grid.internal_batch_size
+    """Images/s of plain IG (None unless ``plain_ig``) and of the one-step default search."""
+    x, tangent, target = _random_problem(shape, batch, rank, n_classes)
+    zero, ibs = torch.zeros_like(x), grid.internal_batch_size
+    search = BaselineSearch(n_iterations=1, n_steps=search_steps)
 
     def plain() -> object:
         return integrated_gradients(classifier, x, zero, target, ig_steps, "midpoint", ibs)
 
-    def step() -> object:  # one iteration of the default search: IG, then a projection step
-        ig = integrate(classifier, x, zero, target, rule, ibs, basis)
-        return projection_step(x.flatten(1), zero.flatten(1), ig, basis, DAMPING, (0.0, 1.0))
+    def step() -> object:
+        return optimal_baselines(classifier, x, tangent, target, search=search,
+                                 internal_batch_size=ibs)  # fmt: skip
 
     plain_rate = batch / median_seconds(plain, grid.repeats) if plain_ig else None
     return plain_rate, batch / median_seconds(step, grid.repeats)

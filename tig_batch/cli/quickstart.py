@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from tig_batch.cli._common import log_to_stderr, progress_bar, quiet_option
+from tig_batch.report._summary import FLAGS_EXPLAINED, MethodSummary, flagged_text
 
 
 @click.command()
@@ -39,9 +40,10 @@ def quickstart(
 
     Builds the mnist-5k shards, trains the classifier (10 epochs) and the autoencoder (20
     epochs, n = 16) or reuses them from --cache-dir, exports and verifies the ONNX bundle,
-    explains the 1,000 test digits with all nine methods (IG n_steps 16, a base-point search
-    of 50 steps of 4 nodes, SmoothGrad 5 samples) and writes the report. About 5 minutes on 2
-    CPU cores the first time (docs/quickstart.md), a few seconds when everything is cached.
+    explains the 1,000 test digits with all nine methods (IG n_steps 16; the tangential
+    base-point search of `tig-batch explain`, keeping half of the zero base-point's output
+    gap; SmoothGrad 5 samples) and writes the report. Minutes on 2 CPU cores the first time
+    (docs/quickstart.md has the measured time), seconds when everything is cached.
 
     \b
     Example:
@@ -59,11 +61,7 @@ def quickstart(
         progress=None if quiet else (lambda total, desc: progress_bar(total, desc, quiet)),
     )  # fmt: skip
     summaries = summarize(result.outputs)
-    short = [
-        f"  {s.method:<11} mean mu {s.mean:.2f}   above chance {100 * s.above_chance:3.0f}%"
-        + (f"   mean gap {s.mean_output_gap:.2f}" if s.mean_output_gap is not None else "")
-        for s in summaries
-    ]
+    short = [_summary_line(s) for s in summaries]
     metrics = result.metrics
     lines = [
         f"Classifier: {result.checkpoints['classifier']} (test accuracy "
@@ -76,9 +74,19 @@ def quickstart(
         "",
         *short,
     ]
+    if any(s.flagged for s in summaries):
+        lines += ["", FLAGS_EXPLAINED[0].upper() + FLAGS_EXPLAINED[1:]]
     if result.reused:
         lines.insert(0, f"Reused from {cache}: {', '.join(result.reused)}.")
     click.echo("\n".join(lines))
     if not quiet:
         timing = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
         click.echo(f"Took {timing}. Full table: {result.report.parent / 'summary.md'}", err=True)
+
+
+def _summary_line(s: MethodSummary) -> str:
+    """One method's mean mu, share above chance, gap kept (IG) and flagged count."""
+    line = f"  {s.method:<11} mean mu {s.mean:.2f}   above chance {100 * s.above_chance:3.0f}%"
+    if s.mean_gap_fraction is not None:
+        line += f"   gap {100 * s.mean_gap_fraction:3.0f}% of zero's"
+    return f"{line}   flagged {flagged_text(s)}"

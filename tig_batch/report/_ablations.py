@@ -40,7 +40,8 @@ LATENTS = (8, 16, 32, 64)
 SEARCH_LRS = (0.1, 0.5, 2.0)
 SEARCH_ITERATIONS = (10, 50)
 TARGET_MUS = (0.7, 0.8)
-PROJECTION_ITERATIONS = (10, 20)  # the projection optimiser's runs (the optimiser ablation)
+SURROGATE_LONG = 100  # the surrogate's longer run in the optimiser ablation
+MIN_GAPS = (0.0, 0.25, 0.5, 0.75, 0.9)
 
 
 @dataclass(frozen=True)
@@ -127,28 +128,49 @@ def adaptive_ablation(search: BaselineSearch, target_mus: Sequence[float]) -> Ab
 
 
 def optimizer_ablation(search: BaselineSearch) -> Ablation:
-    projection = replace(search, optimizer="projection")
+    """The ablations' paper-style ``search`` against tig-batch's optimisers, each with and
+    without the gap constraint; the ``surrogate`` rows use ``explain``'s search settings."""
+    ours = BaselineSearch()
+    projection = replace(ours, optimizer="projection")
     variants = [
-        Variant(f"ascent, {search.n_iterations} iterations", "tangential", search=search),
-        *(Variant(f"projection, {k} iterations", "tangential",
-                  search=replace(projection, n_iterations=k)) for k in PROJECTION_ITERATIONS),
-        Variant(f"projection, {PROJECTION_ITERATIONS[-1]} iterations, min_gap 0.5",
-                "tangential",
-                search=replace(projection, n_iterations=PROJECTION_ITERATIONS[-1], min_gap=0.5)),
-        # the settings bench e2e compares with the paper-style reference (docs/performance.md)
-        Variant("projection, 50 iterations, damping 0.25", "tangential",
-                search=replace(projection, n_iterations=50, damping=0.25)),
-        Variant("projection, 60 iterations of 2 nodes, damping 0.25", "tangential",
-                search=replace(projection, n_iterations=60, damping=0.25, n_steps=2)),
+        Variant(f"ascent, {search.n_iterations} iterations", "tangential",
+                search=replace(search, min_gap=0.0)),
+        Variant(f"ascent, {search.n_iterations} iterations, min_gap 0.5", "tangential",
+                search=replace(search, min_gap=0.5)),
+        Variant(f"projection, {projection.n_iterations} iterations", "tangential",
+                search=replace(projection, min_gap=0.0)),
+        Variant(f"projection, {projection.n_iterations} iterations, min_gap 0.5", "tangential",
+                search=replace(projection, min_gap=0.5)),
+        Variant(f"surrogate, {ours.n_iterations} iterations", "tangential",
+                search=replace(ours, min_gap=0.0)),
+        Variant(f"surrogate, {ours.n_iterations} iterations, min_gap 0.5 (explain's default)",
+                "tangential", search=replace(ours, min_gap=0.5)),
+        Variant(f"surrogate, {SURROGATE_LONG} iterations, min_gap 0.5", "tangential",
+                search=replace(ours, min_gap=0.5, n_iterations=SURROGATE_LONG)),
     ]  # fmt: skip
     return Ablation(
-        "optimizer", "Base-point optimisers",
-        "The paper-style gradient ascent against the closed-form `projection` step (the path "
-        "gradient frozen, the base-point whose explanation is the tangential part of the current "
-        "one, approached by `damping` per step): mean mu and output gap at the gradient "
-        "evaluations each spends. `min_gap 0.5`: iterates whose output gap falls below half "
-        "the zero base-point's are never kept.",
+        "optimizer", "Base-point optimisers, with and without the gap constraint",
+        "The paper-style gradient ascent, the closed-form `projection` step (blind to the gap) "
+        "and the `surrogate` step (the frozen-path problem with the value range and the "
+        "linearised gap constraint solved each step), each unconstrained (the paper's problem) "
+        "and keeping half of the zero base-point's output gap (`min_gap 0.5`): mean mu and "
+        "output gap at the gradient evaluations each spends.",
         tuple(variants),
+    )  # fmt: skip
+
+
+def min_gap_ablation(min_gaps: Sequence[float]) -> Ablation:
+    """``explain``'s search constrained at each ``min_gap``: the alignment-gap frontier, one
+    search per point."""
+    return Ablation(
+        "min_gap", "The gap constraint",
+        "How much alignment does each share of the zero base-point's output gap cost? The "
+        "default search, required to keep `min_gap` of that gap (0: the paper's unconstrained "
+        "problem).",
+        tuple(
+            Variant(f"min_gap {g:g}", "tangential", search=BaselineSearch(min_gap=g))
+            for g in min_gaps
+        ),
     )  # fmt: skip
 
 

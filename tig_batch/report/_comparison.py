@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tig_batch.pipeline import METHODS
+from tig_batch.pipeline import METHODS, ExplainConfig
 from tig_batch.report._examples import load_examples, select_examples
 from tig_batch.report._figures import density_figure, examples_figure
+from tig_batch.report._frontier import frontier_figure
 from tig_batch.report._reproduce import Log, Settings, digest, first_test_shards, open_bundle
 from tig_batch.report._summary import Scores, read_scores, summarize_scores
 from tig_batch.runner import RunOptions, make_output_dir, plan, run_task
@@ -41,10 +42,11 @@ class Row:
     q75: float
     above_chance: float
     mean_gap: float | None
+    gap_fraction: float | None  # mean gap over the zero base-point's
     flagged: int
 
 
-def rows_from_scores(scores: Scores) -> list[Row]:
+def rows_from_scores(scores: Scores, rename: dict[str, str] | None = None) -> list[Row]:
     """Per method: mean, quartiles and share above chance of ``mu``; the mean output gap."""
     rows = []
     for summary in summarize_scores(scores):
@@ -54,11 +56,15 @@ def rows_from_scores(scores: Scores) -> list[Row]:
             float("nan"), float("nan"))  # fmt: skip
         rows.append(
             Row(
-                summary.method, summary.count, summary.mean, q25, summary.median, q75,
-                summary.above_chance, summary.mean_output_gap, summary.flagged,
+                (rename or {}).get(summary.method, summary.method), summary.count,
+                summary.mean, q25, summary.median, q75, summary.above_chance,
+                summary.mean_output_gap, summary.mean_gap_fraction, summary.flagged,
             )
         )  # fmt: skip
     return rows
+
+
+PAPER_MODE = "tangential, paper mode"  # the row of the tangential method with min_gap 0
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ class Comparison:
 
     ``n_total``: test images once every shard is done; ``explain_seconds``: compute time
     summed over the finished shards, each timed by the invocation that explained it.
+    ``paper_mode``: the tangential method without the gap constraint, once its first shard
+    is done.
     """
 
     rows: list[Row]
@@ -74,8 +82,10 @@ class Comparison:
     n_images: int
     n_total: int
     explain_seconds: float
-    figures: dict[str, Path]  # "density", "examples"
+    figures: dict[str, Path]  # "density", "frontier", "examples"
     notes: list[str]  # what the examples could not show, e.g. an input shard that is gone
+    paper_mode: Row | None = None
+    paper_images: int = 0
 
 
 def explain_key(settings: Settings, inputs: str, backend: str) -> str:
@@ -84,24 +94,37 @@ def explain_key(settings: Settings, inputs: str, backend: str) -> str:
     return digest([settings.explain, settings.seed, settings.batch_size, inputs, backend])
 
 
+def paper_key(settings: Settings, inputs: str, backend: str) -> str:
+    """The cache key of the paper-mode run (directory ``paper-mode-<key>``)."""
+    return digest([settings.paper_config, settings.batch_size, inputs, backend])
+
+
 def summarize_outputs(
     outputs: list[Path], figures: Path, seconds: dict[str, float], n_examples: int,
-    n_total: int,
+    n_total: int, paper: list[Path] = (), min_gap: float | None = None,
 ) -> Comparison:  # fmt: skip
-    """The table, density and examples of the explain ``outputs`` finished so far."""
+    """The table, density, frontier and examples of the explain ``outputs`` finished so far,
+    with the paper-mode row of the ``paper`` outputs finished so far."""
     scores = read_scores(outputs)
     examples, notes = load_examples(select_examples(outputs, None, n_examples))
+    figures_written = {
+        "density": density_figure(scores, figures),
+        "frontier": frontier_figure(scores, figures, min_gap),
+        "examples": examples_figure(examples, figures),
+    }
+    paper_scores = read_scores(paper) if paper else None
     return Comparison(
         rows=rows_from_scores(scores),
         chance=scores.chance_level,
         n_images=scores.n_images,
         n_total=n_total,
         explain_seconds=sum(seconds[p.name] for p in outputs),
-        figures={
-            "density": density_figure(scores, figures),
-            "examples": examples_figure(examples, figures),
-        },
+        figures={k: v for k, v in figures_written.items() if v is not None},
         notes=notes,
+        paper_mode=(
+            rows_from_scores(paper_scores, {"tangential": PAPER_MODE})[0] if paper_scores else None
+        ),
+        paper_images=paper_scores.n_images if paper_scores else 0,
     )
 
 
@@ -110,27 +133,56 @@ def compare_methods(
     figures: Path, log: Log, quiet: bool = False, cached_only: bool = False,
 ) -> Iterator[Comparison]:  # fmt: skip
     """Explain the first ``settings.n_images`` of ``test`` with every method, shard by shard
-    (resuming from finished outputs in ``models``), and yield the comparison after each shard.
+    (resuming from finished outputs in ``models``), then the tangential method in paper mode;
+    yield the comparison after each shard.
 
     With ``cached_only`` it stops at the first shard not yet finished, computing nothing.
     """
     inputs = first_test_shards(test, settings.n_images, models, settings.shard_size)
     tasks = plan([inputs])
     n_total = sum(task.count for task in tasks)
-    explained = models / f"explained-{explain_key(settings, inputs.name, backend)}"
-    log(f"explain: {n_total} test images, {len(METHODS)} methods -> {explained}")
+    main = dataclasses.replace(settings.explain, methods=METHODS, seed=settings.seed)
+    runs = [
+        (f"explained-{explain_key(settings, inputs.name, backend)}", main, "explain"),
+        (f"paper-mode-{paper_key(settings, inputs.name, backend)}", settings.paper_config,
+         "explain, paper mode"),
+    ]  # fmt: skip
+    done: list[list[Path]] = [[], []]
+    seconds: dict[str, float] = {}
+    min_gap = settings.explain.search.min_gap if settings.explain.search.gap_relative else None
+    for run, (directory, config, label) in enumerate(runs):
+        explained = models / directory
+        log(f"{label}: {n_total} test images, {len(config.methods)} method(s) -> {explained}")
+        for output, timing in _explain_shards(
+            tasks, explained, config, settings, backend, threads, models, label, quiet,
+            cached_only,
+        ):  # fmt: skip
+            done[run].append(output)
+            if run == 0:
+                seconds.update(timing)
+            yield summarize_outputs(
+                done[0], figures, seconds, settings.n_examples, n_total, done[1], min_gap
+            )
+        if len(done[run]) < len(tasks):  # stopped early (cached_only): nothing more to show
+            return
+
+
+def _explain_shards(
+    tasks: list, explained: Path, config: ExplainConfig, settings: Settings, backend: str,
+    threads: int | None, models: Path, label: str, quiet: bool, cached_only: bool,
+) -> Iterator[tuple[Path, dict[str, float]]]:  # fmt: skip
+    """Each task's output, explaining the ones not finished yet; with the compute seconds of
+    every finished output so far (``seconds.json`` beside them)."""
     make_output_dir(explained)
     timing = explained / "seconds.json"  # compute seconds per finished output
     seconds = json.loads(timing.read_text()) if timing.is_file() else {}
-    config = dataclasses.replace(settings.explain, methods=METHODS, seed=settings.seed)
-    outputs: list[Path] = []
-    with tqdm(total=n_total, desc="explain", unit="img", disable=quiet,
-              file=sys.stderr) as bar:  # fmt: skip
+    n_total = sum(task.count for task in tasks)
+    with tqdm(total=n_total, desc=label, unit="img", disable=quiet, file=sys.stderr) as bar:
         for task in tasks:
             output = explained / task.output_name
             if not (output.is_file() and task.output_name in seconds):
                 if cached_only:
-                    break
+                    return
                 start = time.perf_counter()
                 bundle = open_bundle(models, settings.latent_dim, backend, threads)
                 run_task(bundle, task, explained, config, RunOptions(settings.batch_size),
@@ -139,5 +191,4 @@ def compare_methods(
                 timing.write_text(json.dumps(seconds))
             else:
                 bar.update(task.count)
-            outputs.append(output)
-            yield summarize_outputs(outputs, figures, seconds, settings.n_examples, n_total)
+            yield output, seconds

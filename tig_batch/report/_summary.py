@@ -271,14 +271,14 @@ def table_rows(summaries: Sequence[MethodSummary]) -> list[list[str]]:
             s.method, str(s.count), format_value(s.mean), format_value(s.median),
             format_value(s.p10), format_value(s.p90), format_value(s.above_chance, percent=True),
             format_value(s.mean_output_gap), format_value(s.mean_gap_fraction, percent=True),
-            format_value(s.mean_abs_delta), _flagged_cell(s),
+            format_value(s.mean_abs_delta), flagged_text(s),
         ]
         for s in summaries
     ]  # fmt: skip
 
 
-def _flagged_cell(summary: MethodSummary) -> str:
-    """The flagged count, with what the flags were when there are any."""
+def flagged_text(summary: MethodSummary) -> str:
+    """The flagged count, with what the flags were when there are any: ``3 (3 small gap)``."""
     why = ", ".join(f"{n} {name}" for name, n in summary.flag_counts.items() if n)
     return f"{summary.flagged} ({why})" if summary.flagged else "0"
 
