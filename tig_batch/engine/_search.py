@@ -189,8 +189,8 @@ def optimal_baselines(
     rule = quadrature(search.method, search.n_steps).to(inputs.device, inputs.dtype)
     f_x = explained_outputs(model, inputs, target)
     reference_gap = reference_gaps(model, inputs, target, value_range)
-    scale = reference_gap.clamp_min(0) if search.gap_relative else torch.ones_like(f_x)
-    min_gap = search.min_gap * scale
+    scale = reference_gap if search.gap_relative else torch.ones_like(f_x)
+    min_gap = _min_gaps(search, scale)
     aims = _GapAims(search, reference_gap, min_gap)
 
     init = make_baselines(search.init, inputs, value_range, seed=search.seed, sample_ids=sample_ids)
@@ -210,7 +210,7 @@ def optimal_baselines(
         ig = integrate(model, x_rows, a_rows, target[rows], rule, internal_batch_size, basis[rows])
         evaluations += rows.numel() * len(rule)
         gap = f_x[rows] - explained_outputs(model, a_rows, target[rows])
-        allowed = gap >= min_gap[rows] if search.constrained else torch.ones_like(active[rows])
+        allowed = gap >= min_gap[rows]
         best.offer(rows, a[rows], ig.alignment, gap, allowed, search.keep_best)
         frontier.offer(rows, ig.alignment, _fraction(gap, reference_gap[rows]))
         if step == search.n_iterations:
@@ -246,11 +246,20 @@ def optimal_baselines(
         output_gap=best.gap,
         distance=torch.linalg.vector_norm(x - best.baselines, dim=1),
         iterations=iterations,
-        degenerate=(best.gap < search.degenerate_gap * scale) | ~best.allowed,
+        degenerate=(best.gap < search.degenerate_gap * scale.clamp_min(0)) | ~best.allowed,
         n_gradient_evaluations=evaluations,
         reference_gap=reference_gap,
         frontier=frontier.best,
     )
+
+
+def _min_gaps(search: BaselineSearch, scale: torch.Tensor) -> torch.Tensor:
+    """The gap each image's kept iterates must reach; ``-inf`` where none is required: in
+    paper mode, and, for a relative ``min_gap``, where the zero base-point explains no
+    positive change (a share of it means nothing there)."""
+    if not search.constrained:
+        return torch.full_like(scale, -torch.inf)
+    return torch.where(scale > 0, search.min_gap * scale, -torch.inf)
 
 
 def _fraction(gap: torch.Tensor, reference_gap: torch.Tensor) -> torch.Tensor:
@@ -262,15 +271,15 @@ class _GapAims:
     """The gap the ``surrogate`` step aims for: from the zero base-point's down to ``min_gap``.
 
     Over the first ``anneal`` of the iterations the aim falls linearly from
-    ``max(reference_gap, min_gap)`` to ``min_gap``; in paper mode it falls to zero, so the
-    surrogate never aims for a negative gap.
+    ``max(reference_gap, min_gap)`` to ``min_gap``; where no gap is required it falls to zero,
+    so the surrogate never aims for a negative gap.
     """
 
     def __init__(
         self, search: BaselineSearch, reference_gap: torch.Tensor, min_gap: torch.Tensor
     ) -> None:
-        self.start = torch.maximum(reference_gap, min_gap)
-        self.end = min_gap
+        self.end = min_gap.clamp_min(0)
+        self.start = torch.maximum(reference_gap, self.end)
         self.steps = search.anneal * search.n_iterations
 
     def at(self, step: int, rows: torch.Tensor) -> torch.Tensor:
