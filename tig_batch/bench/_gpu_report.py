@@ -194,7 +194,8 @@ def _explain_lines(steps: dict[str, dict[str, Any]]) -> list[str]:
             ["dataset", "images agreeing", "within", "max rel diff", "mean mu diff", "ok"],
             [
                 [r["dataset"], f"{_fmt(r.get('agreeing'))} of {_fmt(r.get('images'))}",
-                 f"{r['rel']:.0e} ({r['share']:.0%})", _fmt(r.get("max_rel_diff"), ".1e"),
+                 f"{_fmt(r['rel'], '.0e') if r['rel'] else 'equal'} ({r['share']:.0%})",
+                 _fmt(r.get("max_rel_diff"), ".1e"),
                  _fmt(r.get("mean_mu_diff"), ".1e"), _fmt(r["passed"])]
                 for r in result["rows"]
             ],

@@ -121,7 +121,7 @@ def kernel_benchmark(settings: GpuCheckSettings, say: Say) -> dict[str, Any]:
     from tig_batch.kernels import bench
 
     device = torch.device(settings.device)
-    peak = bench.peak_bandwidth_gbps(device)
+    peak = settings.peak_gbps or bench.peak_bandwidth_gbps(device)
     rows, failures = [], {}
     for dtype in settings.dtypes:
         for image in settings.kernel_images:

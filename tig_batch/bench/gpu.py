@@ -58,6 +58,7 @@ class GpuCheckSettings:
     kernel_batch: int = 64
     dtypes: tuple[str, ...] = ("float32", "float16")
     kernel_repeats: int = 5  # CPU timings only; on a GPU do_bench decides
+    peak_gbps: float | None = None  # None: read from the device
     models: QuickstartSettings = field(
         default_factory=lambda: QuickstartSettings(classifier_epochs=3, autoencoder_epochs=10)
     )

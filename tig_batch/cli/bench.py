@@ -328,6 +328,10 @@ def e2e(
     help="Seconds for the whole check (default 330); steps left when it runs out are skipped.",
 )  # fmt: skip
 @click.option(
+    "--peak-gbps", type=click.FloatRange(min=0, min_open=True),
+    help="The device's peak memory bandwidth in GB/s, if its properties do not give it.",
+)  # fmt: skip
+@click.option(
     "--work-dir", type=click.Path(file_okay=False, path_type=Path),
     help="Keep the explain inputs and outputs here (default: a temporary directory).",
 )  # fmt: skip
@@ -342,6 +346,7 @@ def gpu(
     models_only: bool,
     device: str | None,
     budget_s: float | None,
+    peak_gbps: float | None,
     work_dir: Path | None,
     install_log: Path | None,
     quiet: bool,
@@ -364,7 +369,7 @@ def gpu(
     from tig_batch.bench import gpu as check
 
     settings = check.DRY_RUN if dry_run else check.FULL
-    changes = {"device": device, "budget_s": budget_s}
+    changes = {"device": device, "budget_s": budget_s, "peak_gbps": peak_gbps}
     settings = dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
 
     def say(message: str) -> None:
