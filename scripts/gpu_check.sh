@@ -156,7 +156,7 @@ fallback_report() {  # the check itself did not write its report: say why, with 
         cat "$LOG"
         echo '```'
     } >"$out/gpu_check.md"
-    "$PY" - "$out/gpu_check.json" "$code" "$LOG" <<'EOF' || true
+    { command -v python3 >/dev/null && python3 - "$out/gpu_check.json" "$code" "$LOG"; } <<'EOF' || true
 import json, sys
 path, code, log = sys.argv[1:]
 rows = [line.rstrip("\n").split("\t") for line in open(log)]
