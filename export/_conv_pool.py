@@ -65,7 +65,7 @@ def conv_max_pool2d(
     windows = full[:, :, : height * sh, : width * sw].unflatten(3, (width, sw))
     windows = windows.unflatten(2, (height, sh)).permute(0, 1, 2, 4, 3, 5).flatten(4)
     running = windows.cummax(dim=4).values
-    pooled = running[..., -1]
+    pooled = running[..., -1].contiguous()
     reached = (running[..., :-1] == pooled[..., None]).to(full.dtype)
     return pooled, reached.permute(0, 4, 1, 2, 3).contiguous()
 

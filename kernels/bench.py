@@ -10,6 +10,7 @@ are timed with ``triton.testing.do_bench`` (median); on a CPU only the twins are
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +25,12 @@ from tig_batch.kernels.ig_accumulate_project import (
 from tig_batch.kernels.interpolate_path import interpolate_path_ref, interpolate_path_triton
 from tig_batch.kernels.tangential_step import tangential_step_ref, tangential_step_triton
 
-IMAGE_SIZES = {"mnist": (1, 28, 28), "cifar": (3, 32, 32), "imagenet": (3, 224, 224)}
+IMAGE_SIZES = {
+    "mnist": (1, 28, 28),
+    "cifar": (3, 32, 32),
+    "tiny-imagenet": (3, 64, 64),
+    "imagenet": (3, 224, 224),
+}
 OPS = ("interpolate_path", "ig_accumulate_project", "tangential_step")
 
 
@@ -127,6 +133,73 @@ def _problem(
     )
 
 
+@dataclass(frozen=True)
+class DiffRow:
+    """A kernel's largest difference from its twin at one shape, against its tolerance."""
+
+    op: str
+    image: str
+    batch: int
+    n_steps: int | None
+    rank: int | None
+    dtype: str
+    max_abs_diff: float
+    max_rel_diff: float  # over the twin's largest |output|
+    tolerance: float  # on max_rel_diff
+    passed: bool
+    error: str | None = None  # the exception the case raised, if any
+
+
+#: Relative tolerances of the kernels against their twins by storage dtype: both compute in
+#: float32, so float32 storage differs only in summation order, float16 storage by at most
+#: one float16 rounding of a stored result (the kernel tests' tolerances).
+TOLERANCES = {torch.float32: 1e-5, torch.float16: 1e-3}
+
+
+def _max_diff(kernel: list[torch.Tensor], twin: list[torch.Tensor]) -> tuple[float, float]:
+    """Largest |kernel - twin| over all outputs, absolute and over the twin's largest value."""
+    abs_diff, rel_diff = 0.0, 0.0
+    for e, r in zip(kernel, twin, strict=True):
+        diff = (e.double() - r.double()).abs().nan_to_num().max().item()
+        scale = max(r.double().abs().nan_to_num().max().item(), 1e-30)
+        abs_diff, rel_diff = max(abs_diff, diff), max(rel_diff, diff / scale)
+    return abs_diff, rel_diff
+
+
+def compare(
+    images: Iterable[str],
+    steps: Iterable[int],
+    ranks: Iterable[int],
+    batch_size: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cuda",
+    twins_only: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> list[DiffRow]:
+    """Every case of :func:`grid`: each kernel's output against its twin's on the same inputs.
+
+    ``twins_only`` runs the twin in the kernel's place (a dry run of the plumbing on a machine
+    without a GPU: every difference is then 0).
+    """
+    device = torch.device(device)
+    rows = []
+    for op, image, n_steps, rank in grid(images, steps, ranks):
+        if progress is not None:
+            progress(f"compare {op} {image} K={n_steps} r={rank} {dtype}")
+        case = (op, image, batch_size, n_steps, rank, str(dtype).removeprefix("torch."))
+        tolerance = TOLERANCES.get(dtype, 1e-5)
+        try:
+            twin, kernel, _, outputs = _problem(op, image, batch_size, n_steps, rank, dtype, device)
+            candidate = outputs((twin if twins_only else kernel)())
+            abs_diff, rel_diff = _max_diff(candidate, outputs(twin()))
+        except Exception as error:  # one case's failure (a compile error, say) is its row's
+            message = f"{type(error).__name__}: {str(error).strip()[:500]}"
+            rows.append(DiffRow(*case, math.nan, math.nan, tolerance, False, message))
+            continue
+        rows.append(DiffRow(*case, abs_diff, rel_diff, tolerance, rel_diff <= tolerance))
+    return rows
+
+
 def _time_cpu(fn: Callable[[], object], repeats: int) -> float:
     fn()  # warm-up
     times = []
@@ -165,10 +238,7 @@ def run(
                          moved, torch_ms, moved / torch_ms / 1e6)
             )  # fmt: skip
             continue
-        diff = max(
-            (e.double() - r.double()).abs().nan_to_num().max().item()
-            for e, r in zip(outputs(kernel()), outputs(twin()), strict=True)
-        )
+        diff = _max_diff(outputs(kernel()), outputs(twin()))[0]
         torch_ms = do_bench(twin, return_mode="median")
         triton_ms = do_bench(kernel, return_mode="median")
         triton_gbps = moved / triton_ms / 1e6

@@ -10,6 +10,7 @@ Memory traffic: reads ``v``, ``G``, ``a`` (3*B*d) and ``U`` (B*d*r), writes ``a`
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -76,9 +77,16 @@ def tangential_step_ref(
     value_range: tuple[float, float],
     normalize: bool = True,
 ) -> torch.Tensor:
-    """Torch twin of the fused step: all vectors flattened to (B, d), ``basis`` (B, d, r)."""
-    grad = mu_gradient_ref(attributions, mean_gradient, basis, projection)
-    return ascent_step_ref(baselines, grad, lr, value_range, normalize)
+    """Torch twin of the fused step: all vectors flattened to (B, d), ``basis`` (B, d, r).
+
+    Like the kernel, it reads any of float16, float32 and float64, computes in at least
+    float32, and returns the base-points in their own dtype.
+    """
+    tensors = (attributions, mean_gradient, basis, projection, baselines)
+    compute = functools.reduce(torch.promote_types, (t.dtype for t in tensors), torch.float32)
+    v, mean, u, p, a = (t.to(compute) for t in tensors)
+    grad = mu_gradient_ref(v, mean, u, p)
+    return ascent_step_ref(a, grad, lr, value_range, normalize).to(baselines.dtype)
 
 
 # --- Triton ------------------------------------------------------------------------------------

@@ -49,7 +49,10 @@ def test_bench_kernels_quick_on_a_cpu(tmp_path: Path) -> None:
 def test_bench_kernels_rejects_unknown_image_sizes() -> None:
     result = CliRunner().invoke(main, ["bench", "kernels", "--device", "cpu", "--images", "svhn"])
     assert result.exit_code == 2
-    assert "unknown image size(s) svhn; choose from mnist, cifar, imagenet" in result.output
+    assert (
+        "unknown image size(s) svhn; choose from mnist, cifar, tiny-imagenet, imagenet"
+        in result.output
+    )
 
 
 def test_median_seconds_skips_the_warm_up_call(monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -171,6 +171,19 @@ def test_tangential_step_reads_float16_and_writes_the_baselines_dtype(interpret:
     torch.testing.assert_close(result.float(), expected, **FP16_STORED)
 
 
+def test_tangential_step_twin_reads_float16_like_the_kernel() -> None:
+    """The twin takes the kernel's float16 storage (it raised in ``bmm`` before): float32
+    arithmetic on the float16 values, the base-points back in their dtype."""
+    v, mean_gradient, basis, projection, baselines = _step_problem()
+    basis16, baselines16, gradient16 = basis.half(), baselines.half(), mean_gradient.half()
+    result = tangential_step_ref(v, gradient16, basis16, projection, baselines16, 0.4, (0, 1))
+    assert result.dtype == torch.float16
+    expected = tangential_step_ref(
+        v, gradient16.float(), basis16.float(), projection, baselines16.float(), 0.4, (0, 1)
+    )
+    torch.testing.assert_close(result, expected.half(), rtol=0, atol=0)
+
+
 # --- host wrappers: validation -----------------------------------------------------------------
 
 

@@ -126,7 +126,7 @@ def _cached_metrics(path: Path, kind: str) -> dict | None:
         return None
 
 
-def _subset(test: Path, n_images: int | None, directory: Path) -> Path:
+def first_test_images(test: Path, n_images: int | None, directory: Path) -> Path:
     """The first ``n_images`` test images as one shard (the test shard itself for all)."""
     info = open_dataset(test)
     if n_images is None or n_images >= info.count:
@@ -172,7 +172,6 @@ def run_quickstart(
     bars when ``progress`` is given.
     """
     from tig_batch.backends import load_bundle
-    from tig_batch.export import export_checkpoints
     from tig_batch.pipeline import ExplainConfig
     from tig_batch.report import write_report
     from tig_batch.runner import RunOptions, explain_dataset
@@ -180,7 +179,6 @@ def run_quickstart(
     say = log or (lambda message: None)
     out, seconds = Path(out_dir), {}
     models = Path(cache or default_cache_dir()) / f"models-{settings.models_key()}"
-    reused: list[str] = []
     clock = time.perf_counter()
 
     def lap(step: str) -> None:
@@ -191,34 +189,16 @@ def run_quickstart(
     say(f"[1/6] data: {DATASET} shards")
     test = builtin_dataset(DATASET, "test")
     builtin_dataset(DATASET, "train")
-    inputs = _subset(test, settings.n_images, models.parent / "inputs")
+    inputs = first_test_images(test, settings.n_images, models.parent / "inputs")
     lap("data")
 
-    checkpoints = {kind: models / kind for kind in ("classifier", "autoencoder")}
-    metrics, retrained = {}, False
-    for step, kind in enumerate(checkpoints, start=2):
-        cached = _cached_metrics(checkpoints[kind], kind)
-        if cached is not None:
-            say(f"[{step}/6] {kind}: reusing {checkpoints[kind]}.pt")
-            reused.append(kind)
-        else:
-            say(f"[{step}/6] {kind}: training ({_epochs(settings, kind)})")
-            cached = _train(kind, checkpoints[kind], settings, progress is not None, say)
-            retrained = True
-        metrics[kind] = cached
-        lap(kind)
+    def say_step(step: int, text: str) -> None:
+        say(f"[{step}/6] {text}")
 
-    bundle = models / "bundle"
-    if not retrained and _bundle_matches(bundle, checkpoints):
-        reused.append("bundle")
-        say(f"[4/6] bundle: reusing {bundle}")
-    else:
-        say(f"[4/6] bundle: exporting to ONNX and verifying against torch in {bundle}")
-        export_checkpoints(
-            checkpoints["autoencoder"], bundle, checkpoint=checkpoints["classifier"],
-            overwrite=True,
-        )  # fmt: skip
-    lap("export")
+    built = build_models(settings, models, say_step, progress is not None, say)
+    seconds.update(built.seconds)
+    checkpoints, bundle, reused = built.checkpoints, built.bundle, list(built.reused)
+    clock = time.perf_counter()
 
     n_images = open_dataset(inputs).count
     say(f"[5/6] explain: {n_images} test images, {len(settings.methods)} methods")
@@ -227,7 +207,7 @@ def run_quickstart(
         methods=settings.methods, n_steps=settings.n_steps, search=search, seed=settings.seed,
         smoothgrad_samples=settings.smoothgrad_samples,
     )  # fmt: skip
-    options = RunOptions(settings.batch_size, overwrite=overwrite or retrained)
+    options = RunOptions(settings.batch_size, overwrite=overwrite or built.retrained)
     loaded = load_bundle(bundle, "onnx")
     explained = out / "explained"
     if progress is None:
@@ -245,9 +225,66 @@ def run_quickstart(
         checkpoints={k: v.with_suffix(".pt") for k, v in checkpoints.items()}, bundle=bundle,
         inputs=inputs, explained=explained, outputs=outputs, report=written.files["html"],
         reused=reused,
-        metrics={k: v for m in metrics.values() for k, v in m.items() if k.startswith("test_")},
+        metrics={
+            k: v for m in built.metrics.values() for k, v in m.items() if k.startswith("test_")
+        },
         seconds=seconds,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Models:
+    """Trained checkpoints and their bundle: what was reused, their test metrics, and the
+    seconds each step took."""
+
+    checkpoints: dict[str, Path]  # classifier, autoencoder -> checkpoint name
+    bundle: Path
+    metrics: dict[str, dict]
+    reused: tuple[str, ...]
+    retrained: bool
+    seconds: dict[str, float]
+
+
+def build_models(
+    settings: QuickstartSettings,
+    models: Path,
+    say_step: Callable[[int, str], None] = lambda step, text: None,
+    progress: bool = False,
+    log: Log | None = None,
+) -> Models:
+    """Train the classifier and the autoencoder of ``settings`` and export their bundle into
+    ``models``, reusing whatever is there already (checkpoints of the same settings, a bundle
+    exported from exactly those checkpoints). ``say_step(n, text)`` hears steps 2 to 4, ``log``
+    the trainings' lines; ``progress`` shows the trainings' bars."""
+    from tig_batch.export import export_checkpoints
+
+    checkpoints = {kind: models / kind for kind in ("classifier", "autoencoder")}
+    metrics, reused, retrained, seconds = {}, [], False, {}
+    for step, kind in enumerate(checkpoints, start=2):
+        clock = time.perf_counter()
+        cached = _cached_metrics(checkpoints[kind], kind)
+        if cached is not None:
+            say_step(step, f"{kind}: reusing {checkpoints[kind]}.pt")
+            reused.append(kind)
+        else:
+            say_step(step, f"{kind}: training ({_epochs(settings, kind)})")
+            cached = _train(kind, checkpoints[kind], settings, progress, log or (lambda text: None))
+            retrained = True
+        metrics[kind] = cached
+        seconds[kind] = round(time.perf_counter() - clock, 1)
+    clock = time.perf_counter()
+    bundle = models / "bundle"
+    if not retrained and _bundle_matches(bundle, checkpoints):
+        reused.append("bundle")
+        say_step(4, f"bundle: reusing {bundle}")
+    else:
+        say_step(4, f"bundle: exporting to ONNX and verifying against torch in {bundle}")
+        export_checkpoints(
+            checkpoints["autoencoder"], bundle, checkpoint=checkpoints["classifier"],
+            overwrite=True,
+        )  # fmt: skip
+    seconds["export"] = round(time.perf_counter() - clock, 1)
+    return Models(checkpoints, bundle, metrics, tuple(reused), retrained, seconds)
 
 
 def _epochs(settings: QuickstartSettings, kind: str) -> str:

@@ -6,6 +6,7 @@ never absolute times: these machines are shared and their clocks vary.
 
 from tig_batch.bench.backends import BackendTiming, demo_bundle, time_backends
 from tig_batch.bench.e2e import QUICK, SEARCHES, E2EResult, E2ESettings, run_e2e
+from tig_batch.bench.gpu import GpuCheckSettings, run_gpu_check
 from tig_batch.bench.reference import ReferenceResult, ReferenceSearch, reference_tangential
 from tig_batch.bench.scaling import ScalingCurve, ScalingGrid, scaling_curves
 
@@ -15,6 +16,7 @@ __all__ = [
     "BackendTiming",
     "E2EResult",
     "E2ESettings",
+    "GpuCheckSettings",
     "ReferenceResult",
     "ReferenceSearch",
     "ScalingCurve",
@@ -22,6 +24,7 @@ __all__ = [
     "demo_bundle",
     "reference_tangential",
     "run_e2e",
+    "run_gpu_check",
     "scaling_curves",
     "time_backends",
 ]

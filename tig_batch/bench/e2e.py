@@ -128,6 +128,18 @@ def _batched(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x, target
     )
 
 
+def _synchronized(call: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """``call``, returning only once a GPU has finished its work (so timers see it)."""
+
+    def run() -> torch.Tensor:
+        out = call()
+        if out.is_cuda:
+            torch.cuda.synchronize(out.device)
+        return out
+
+    return run
+
+
 def plain_ig(
     bundle: Path,
     images: torch.Tensor,
@@ -135,12 +147,14 @@ def plain_ig(
     settings: E2ESettings,
     session: SessionSettings,
     per_evaluation: float,
+    backends: tuple[str, ...] = ("torch", "onnx"),
 ) -> tuple[list[PlainRow], FlopReport]:
-    """Captum, tig-batch torch and tig-batch ONNX on the same images, nodes and targets, each
-    at every internal batch size of ``settings``; rows report each at its fastest."""
+    """Captum and tig-batch on each of ``backends``, on the same images, nodes and targets,
+    each at every internal batch size of ``settings``; rows report each at its fastest.
+    On a GPU (``images`` and ``session`` on one) every timed call ends by synchronising."""
     integrated = _captum_ig()
     module = load_bundle(bundle, "torch", session).classifier.module  # type: ignore[attr-defined]
-    backends = {name: load_bundle(bundle, name, session).classifier for name in ("torch", "onnx")}
+    classifiers = {name: load_bundle(bundle, name, session).classifier for name in backends}
     k = settings.n_steps
 
     def captum(ibs: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -155,10 +169,10 @@ def plain_ig(
 
     contenders = {
         CAPTUM: captum,
-        **{f"tig-batch {n}": partial(ours, c) for n, c in backends.items()},
+        **{f"tig-batch {n}": partial(ours, c) for n, c in classifiers.items()},
     }
     calls: dict[Any, Callable[[], Any]] = {
-        (name, ibs): _batched(make(ibs), images, target, settings.batch_size)
+        (name, ibs): _synchronized(_batched(make(ibs), images, target, settings.batch_size))
         for name, make in contenders.items()
         for ibs in settings.internal_batch_sizes
     }

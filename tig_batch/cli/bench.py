@@ -38,8 +38,8 @@ def _fmt(value: float | int | None, spec: str) -> str:
 @click.option(
     "--images",
     default=None,
-    help="Comma-separated image sizes among mnist (1x28x28), cifar (3x32x32), imagenet "
-    "(3x224x224). Default: all on a GPU, mnist,cifar on a CPU.",
+    help="Comma-separated image sizes among mnist (1x28x28), cifar (3x32x32), tiny-imagenet "
+    "(3x64x64), imagenet (3x224x224). Default: all on a GPU, mnist,cifar on a CPU.",
 )
 @click.option("--steps", default="16,32,64", callback=_int_list, help="Values of K, the nodes.")
 @click.option("--ranks", default="16,144", callback=_int_list, help="Values of r, the rank.")
@@ -310,6 +310,83 @@ def e2e(
         markdown_path.write_text(markdown)
     if figure_path is not None:
         plot_scaling(result.scaling, figure_path)
+
+
+@bench.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--dry-run", is_flag=True,
+    help="On the CPU at tiny sizes, kernels forced to their torch twins: the plumbing only.",
+)  # fmt: skip
+@click.option(
+    "--models-only", is_flag=True,
+    help="Only train and export the check's demo models into the cache (to carry to a GPU).",
+)  # fmt: skip
+@click.option("--device", help="The device to check (default cuda; cpu with --dry-run).")
+@click.option(
+    "--budget-s", type=click.FloatRange(min=1),
+    help="Seconds for the whole check (default 330); steps left when it runs out are skipped.",
+)  # fmt: skip
+@click.option(
+    "--peak-gbps", type=click.FloatRange(min=0, min_open=True),
+    help="The device's peak memory bandwidth in GB/s, if its properties do not give it.",
+)  # fmt: skip
+@click.option(
+    "--work-dir", type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the explain inputs and outputs here (default: a temporary directory).",
+)  # fmt: skip
+@click.option(
+    "--install-log", type=click.Path(dir_okay=False, path_type=Path),
+    help="The installer's log (scripts/gpu_check.sh writes it), shown in the report.",
+)  # fmt: skip
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+def gpu(
+    out_dir: Path,
+    dry_run: bool,
+    models_only: bool,
+    device: str | None,
+    budget_s: float | None,
+    peak_gbps: float | None,
+    work_dir: Path | None,
+    install_log: Path | None,
+    quiet: bool,
+) -> None:
+    """Check everything that needs a GPU in one run; write OUT_DIR/gpu_check.json and .md.
+
+    The environment, the demo models (trained and exported, or reused from the cache), every
+    Triton kernel against its torch twin (mnist, cifar and 64x64x3 images, float32 and
+    float16), the kernels' benchmark, `explain --device` on 1,000 mnist-5k test digits with
+    every method compared with a CPU run of the same job, plain and tangential IG throughput,
+    and Captum's IG on the same device. A failing step is recorded and the rest still run;
+    the report is rewritten after every step. scripts/gpu_check.sh installs what a bare CUDA
+    host lacks, then runs this.
+
+    \b
+    Example:
+        tig-batch bench gpu gpu-check
+        tig-batch bench gpu /tmp/gpu-dry --dry-run
+    """
+    from tig_batch.bench import gpu as check
+
+    settings = check.DRY_RUN if dry_run else check.FULL
+    changes = {"device": device, "budget_s": budget_s, "peak_gbps": peak_gbps}
+    settings = dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
+
+    def say(message: str) -> None:
+        if not quiet:
+            click.echo(f"  {message}", err=True)
+
+    if models_only:
+        built = check.prepare_models(settings, say)
+        click.echo(f"Bundle: {built}")
+        return
+    report = check.run_gpu_check(out_dir, settings, work_dir, install_log, say)
+    for step in report["steps"]:
+        click.echo(f"{step['name']:<28} {step['status']:<10} {step['seconds']:>6.1f} s")
+    met = {True: "met", False: "NOT met", None: "not measured"}
+    for goal in report["goals"]:
+        click.echo(f"goal {met[goal['met']]}: {goal['goal']}: {goal['measured']}")
+    click.echo(f"Wrote {out_dir / check.JSON_NAME} and {out_dir / check.MARKDOWN_NAME}")
 
 
 def _default_bundle() -> Path:
