@@ -34,6 +34,13 @@ def pyplot() -> Any:
     return plt
 
 
+def save_figure(fig: Any, path: Path, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` as PNG and free it."""
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
+
+
 def density(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """Gaussian kernel density (Scott's bandwidth) of the finite ``values`` on ``grid``.
 
@@ -84,10 +91,7 @@ def density_figure(scores: Scores, out: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("density over images")
     fig.suptitle(f"Alignment of explanations with the data manifold ({scores.n_images} images)")
-    path = out / "alignment_density.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "alignment_density.png", dpi=110)
 
 
 @dataclass(frozen=True)
@@ -219,10 +223,7 @@ def examples_figure(
         "base-point's",
         fontsize=9,
     )
-    path = out / "examples.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "examples.png")
 
 
 def cost_figure(ablations: Sequence[tuple[Ablation, dict[str, VariantResult]]], out: Path) -> Path:
@@ -252,7 +253,4 @@ def cost_figure(ablations: Sequence[tuple[Ablation, dict[str, VariantResult]]], 
     axes[0].legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)
-    path = out / "ablations.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "ablations.png")

@@ -55,10 +55,9 @@ def frontier_figure(scores: Scores, out: Path, min_gap: float | None = None) -> 
     curve = frontier_curve(scores)
     if curve is None:
         return None
-    from tig_batch.report._figures import pyplot
+    from tig_batch.report._figures import pyplot, save_figure
 
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8.4, 5.4), layout="constrained")
+    fig, ax = pyplot().subplots(figsize=(8.4, 5.4), layout="constrained")
     x = _draw_curve(ax, curve, scores.frontier.shape[0])
     _draw_methods(ax, scores)
     if min_gap:
@@ -74,13 +73,11 @@ def frontier_figure(scores: Scores, out: Path, min_gap: float | None = None) -> 
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(
         "What alignment costs: tangential IG's best mu at each output gap kept\n"
-        "(curve: the search's iterates, its quadrature; points: final explanations)",
+        "(curve: each image's best search iterate, the search's quadrature; points: each "
+        "method's final explanations)",
         fontsize=10,
     )
-    path = out / "alignment_gap_frontier.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "alignment_gap_frontier.png", dpi=110)
 
 
 def _draw_curve(ax: Any, curve: FrontierCurve, n_images: int) -> list[float]:
