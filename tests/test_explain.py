@@ -72,6 +72,10 @@ def test_every_shard_gets_an_output_with_every_result(
         "gaussian",
     }
     np.testing.assert_allclose(data["chance_level"], np.sqrt(data["tangent_rank"] / 64), rtol=1e-6)
+    # format 2: the zero base-point's gap, and the search's frontier, never lower at looser gaps
+    np.testing.assert_allclose(data["reference_gap"], data["output_gap/zero"], rtol=1e-5)
+    assert data["frontier/tangential"].shape == (15, 7)
+    assert (np.nan_to_num(np.diff(data["frontier/tangential"], axis=1)) >= 0).all()
     with h5py.File(tmp_path / "data-00001.h5") as file:
         job = json.loads(file.attrs["job"])
         assert job["input"]["first_id"] == 15 and job["config"]["n_steps"] == 8
@@ -85,6 +89,14 @@ def test_search_options_reach_the_search_and_are_recorded(
     runs = {
         "projection": ["--search-optimizer", "projection", "--search-damping", "0.7"],
         "adaptive": ["--search-optimizer", "ascent", "--search-adaptive-lr"],
+        "surrogate": [
+            "--search-inner-iterations",
+            "3",
+            "--search-anneal",
+            "0",
+            "--min-gap",
+            "0.25",
+        ],
     }
     results = {}
     for name, options in runs.items():
@@ -100,6 +112,16 @@ def test_search_options_reach_the_search_and_are_recorded(
     assert results["projection"]["optimizer"] == "projection"
     assert results["projection"]["damping"] == 0.7
     assert results["adaptive"]["optimizer"] == "ascent" and results["adaptive"]["adaptive_lr"]
+    surrogate = results["surrogate"]
+    assert surrogate["optimizer"] == "surrogate" and surrogate["min_gap"] == 0.25
+    assert (surrogate["inner_iterations"], surrogate["anneal"]) == (3, 0.0)
+    for flags, message in (
+        (["--min-gap", "1"], "--min-gap"), (["--min-gap", "-0.1"], "--min-gap"),
+        (["--search-anneal", "2"], "--search-anneal"),
+    ):  # fmt: skip
+        code, out = _run("explain", bundle, shards, "-o", tmp_path / "refused", *flags)
+        assert code == 2 and f"Invalid value for '{message}'" in out, out
+        assert not (tmp_path / "refused").exists()
     for flags in (["--search-adaptive-lr"], ["--search-gradient", "exact"]):
         code, out = _run("explain", bundle, shards, "-o", tmp_path / "refused", *flags)
         assert code == 2 and f"{' '.join(flags)} applies to ascent steps" in out, out
