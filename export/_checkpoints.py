@@ -15,7 +15,8 @@ import torch
 from tig_batch._bundle import InputSpec, Manifest
 from tig_batch.backends import ExplainedOutput
 from tig_batch.errors import ModelError
-from tig_batch.export._bundle import DEFAULT_TOLERANCE, export_bundle
+from tig_batch.export._bundle import export_bundle
+from tig_batch.export._verify import DEFAULT_TOLERANCE
 
 VERIFY_IMAGES = 7
 
