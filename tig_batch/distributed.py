@@ -37,6 +37,7 @@ from tig_batch.runner import (
     RunOptions,
     ShardTask,
     check_input,
+    check_target,
     make_output_dir,
     plan,
     run_task,
@@ -119,6 +120,7 @@ def explain_dataset_dask(
     tasks = [_absolute(task) for task in plan(inputs)]
     for task in tasks:
         check_input(manifest.input, bundle, task.dataset)
+        check_target(config, manifest.n_classes, task.dataset)
     output_dir = Path(output_dir).resolve()
     make_output_dir(output_dir)
     with _connected(address, n_workers, client) as connected:

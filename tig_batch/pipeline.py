@@ -118,14 +118,23 @@ class BatchLike(Protocol):  # may also carry ``start``: see :func:`explain_batch
 def _targets(
     classifier: Classifier, images: torch.Tensor, labels: torch.Tensor | None, config: ExplainConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    prediction = classifier.logits(images).argmax(1)
+    logits = classifier.logits(images)
+    prediction, n_classes = logits.argmax(1), logits.shape[1]
     if config.target == "predicted":
         return prediction, prediction
     if config.target == "label":
         if labels is None:
             raise DataError("target 'label' needs labels, and this input has none")
-        return labels.to(prediction.device, torch.long), prediction
-    return torch.full_like(prediction, int(config.target)), prediction
+        target = labels.to(prediction.device, torch.long)
+    else:
+        target = torch.full_like(prediction, int(config.target))
+    outside = (target < 0) | (target >= n_classes)
+    if bool(outside.any()):
+        raise DataError(
+            f"target class {int(target[outside][0])} does not exist: the classifier has "
+            f"{n_classes} classes (0 to {n_classes - 1})"
+        )
+    return target, prediction
 
 
 def _explain_finite(

@@ -11,7 +11,7 @@ import importlib.metadata
 import itertools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from tig_batch._bundle import InputSpec, manifest_digest, sha256
-from tig_batch._results import OutputLayout, ResultWriter
+from tig_batch._results import OutputLayout, ResultWriter, remove_parts
 from tig_batch.backends import Bundle
 from tig_batch.data import DatasetInfo, iter_batches, open_dataset
 from tig_batch.errors import DataError
-from tig_batch.pipeline import ExplainConfig, explain_batches
+from tig_batch.pipeline import ExplainConfig, Explanations, explain_batches
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,28 @@ def check_input(expected: InputSpec, bundle_path: Path, dataset: DatasetInfo) ->
         )
 
 
+def check_target(config: ExplainConfig, n_classes: int, dataset: DatasetInfo) -> None:
+    """Refuse a target the classifier has no output for, or labels the data does not have."""
+    target = config.target
+    if isinstance(target, int) and not 0 <= target < n_classes:
+        raise DataError(
+            f"target class {target} does not exist: the classifier has {n_classes} classes "
+            f"(0 to {n_classes - 1})"
+        )
+    if target != "label":
+        return
+    if not dataset.has_labels:
+        raise DataError(
+            f"{dataset.path}: target 'label' needs labels, and this dataset has none; explain "
+            "the predicted class (--target predicted) or a class index"
+        )
+    if dataset.num_classes > n_classes:
+        raise DataError(
+            f"{dataset.path}: labels name {dataset.num_classes} classes but the classifier has "
+            f"{n_classes}; explain the predicted class (--target predicted)"
+        )
+
+
 def _task_config(config: ExplainConfig, task: ShardTask) -> ExplainConfig:
     """The configuration a shard is explained with: its dataset's value range."""
     return dataclasses.replace(config, value_range=tuple(task.dataset.value_range))
@@ -164,10 +186,14 @@ def explain_shard(
     results = explain_batches(
         bundle.classifier, bundle.manifold, todo, config, task.first_id, options.device
     )
-    for batch, result in zip(todo_ids, results, strict=True):
-        writer.write_chunk(batch.start // options.batch_size, result, np.asarray(batch.ids))
-        if on_images:
-            on_images(len(batch))
+    try:
+        for batch, result in zip(todo_ids, _naming(task.shard, results), strict=True):
+            writer.write_chunk(batch.start // options.batch_size, result, np.asarray(batch.ids))
+            if on_images:
+                on_images(len(batch))
+    except BaseException:
+        writer.abandon()
+        raise
     writer.finish(
         {
             "bundle_manifest_sha256": job["bundle_manifest_sha256"],
@@ -180,6 +206,16 @@ def explain_shard(
         }
     )
     return writer.output
+
+
+def _naming(shard: Path, results: Iterator[Explanations]) -> Iterator[Explanations]:
+    """``results``, with the shard named in data errors that do not name it (bad pixels)."""
+    try:
+        yield from results
+    except DataError as error:
+        if str(shard) in str(error):
+            raise
+        raise DataError(f"{shard}: {error}") from None
 
 
 def explain_dataset(
@@ -198,6 +234,7 @@ def explain_dataset(
     tasks = plan(inputs)
     for task in tasks:
         check_compatible(bundle, task.dataset)
+        check_target(config, bundle.manifest.n_classes, task.dataset)
     make_output_dir(output_dir)
     return [run_task(bundle, task, output_dir, config, options, on_images) for task in tasks]
 
@@ -226,6 +263,7 @@ def run_task(
     """
     done = finished_output(output_dir / task.output_name, _job(bundle, task, config, options))
     if done and not options.overwrite:
+        remove_parts(done)  # left when a run was killed between its rename and its cleanup
         if on_images:
             on_images(task.count)
         return done
