@@ -108,7 +108,7 @@ class Explanations:
         return len(self.sample_ids)
 
 
-class BatchLike(Protocol):  # may also carry ``start``: see :func:`explain_batches`
+class BatchLike(Protocol):  # may also carry ``start`` and ``rows``: see explain_batches
     """An item of :func:`explain_batches` besides bare arrays, e.g. the data reader's batches."""
 
     images: np.ndarray | torch.Tensor
@@ -281,7 +281,9 @@ def explain_batches(
     base-points, so results do not depend on how the stream is batched. A batch that carries
     ``start`` (the data reader's: its first image's index in the shard) is numbered from
     ``first_id + start``, so a stream that skips batches, as a resumed run does, numbers the
-    rest exactly as the full stream would. Images are moved to ``device`` when one is given.
+    rest exactly as the full stream would; one that carries ``rows`` (the reader's batches of
+    selected images) numbers its images ``first_id + rows``. Images are moved to ``device``
+    when one is given.
     """
     next_id = first_id
     for batch in batches:
@@ -290,6 +292,8 @@ def explain_batches(
         labels = None if bare else batch.labels
         start = first_id + batch.start if hasattr(batch, "start") else next_id
         ids = torch.arange(start, start + len(images))
+        if getattr(batch, "rows", None) is not None:
+            ids = first_id + torch.as_tensor(batch.rows, dtype=torch.long)
         next_id = start + len(images)
         images = torch.as_tensor(images, device=device)
         yield explain(classifier, manifold, images, labels, ids, config)
