@@ -129,9 +129,12 @@ class HDF5Output:
             raise DataError(f"{where}: cannot create ({error.strerror or error})") from None
         try:
             self.file = h5py.File(self._guard, "w", **options)
-        except BaseException:
+        except BaseException as error:
             self._guard.close()
             path.unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                reason = error.strerror or str(error)
+                raise DataError(f"{shown or path}: write failed ({reason})") from None
             raise
 
     def check(self) -> None:

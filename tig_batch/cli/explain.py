@@ -22,11 +22,11 @@ if TYPE_CHECKING:
 
 def _methods(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     chosen = tuple(m.strip() for m in value.split(",") if m.strip())
+    if not chosen:
+        raise click.BadParameter(f"give at least one method; choose from {','.join(METHODS)}")
     unknown = [m for m in chosen if m not in METHODS]
-    if unknown or not chosen:
-        raise click.BadParameter(
-            f"unknown {', '.join(unknown) or 'empty list'}; choose from {','.join(METHODS)}"
-        )
+    if unknown:
+        raise click.BadParameter(f"unknown {', '.join(unknown)}; choose from {','.join(METHODS)}")
     return chosen
 
 
