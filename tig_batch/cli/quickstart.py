@@ -23,7 +23,8 @@ from tig_batch.cli._common import log_to_stderr, progress_bar, quiet_option
 )  # fmt: skip
 @click.option(
     "--fast", is_flag=True,
-    help="A smoke run: a few training steps, 12 images, a short search (about 30 s).",
+    help="A smoke run: a few training steps, 12 images, a short search (about a minute on 2 "
+    "CPU cores, README.md).",
 )  # fmt: skip
 @click.option(
     "--n-images", type=click.IntRange(1),
