@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import os
 import shutil
@@ -23,13 +24,10 @@ from tig_batch._bundle import (
     read_manifest,
     sha256,
 )
-from tig_batch.backends import ExplainedOutput, TorchClassifier, TorchManifold
-from tig_batch.backends._onnx import OnnxClassifier, OnnxManifold, SessionSettings
+from tig_batch.backends import ExplainedOutput
 from tig_batch.errors import ModelError
 from tig_batch.export._trace import OPSET, fold_batch_norm, gradient_graph, jvp_graph, save_onnx
-
-DEFAULT_TOLERANCE = 1e-4
-VERIFY_BATCH_SIZES = (1, 7)
+from tig_batch.export._verify import DEFAULT_TOLERANCE, verify_export
 
 
 def export_bundle(
@@ -59,8 +57,10 @@ def export_bundle(
     directory = Path(directory)
     if directory.exists() and not overwrite:
         raise ModelError(f"{directory} exists; pass overwrite=True (--overwrite) to replace it")
-    models = [m.float().eval() for m in (classifier, encoder, decoder)]
-    classifier, encoder, decoder = models
+    # float32 eval-mode copies: the caller's modules keep their dtype and mode
+    classifier, encoder, decoder = (
+        copy.deepcopy(m).float().eval() for m in (classifier, encoder, decoder)
+    )
     example = torch.rand(2, *spec.shape) * (spec.value_range[1] - spec.value_range[0])
     example = example + spec.value_range[0]
     _check_shapes(classifier, encoder, decoder, example, len(class_names))
@@ -83,8 +83,8 @@ def export_bundle(
             jvp_graph(decoder, latent), (latent, torch.ones_like(latent)),
             staging / DECODER_JVP, ["z", "dz"], ["decoded", "jvp"],
         )  # fmt: skip
-        report = _verify(
-            staging, classifier, encoder, decoder, spec, len(class_names), output,
+        report = verify_export(
+            staging, (classifier, encoder, decoder), spec, len(class_names), output,
             verify_inputs, tolerance, latent.shape[1],
         )  # fmt: skip
         for name, source in (torch_files or {}).items():
@@ -148,71 +148,3 @@ def _versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return found
-
-
-def _relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
-    scale = reference.abs().max().clamp_min(1e-12)
-    return float((ours - reference).abs().max() / scale)
-
-
-def _verify(
-    staging: Path,
-    classifier: nn.Module,
-    encoder: nn.Module,
-    decoder: nn.Module,
-    spec: InputSpec,
-    n_classes: int,
-    output: ExplainedOutput,
-    verify_inputs: torch.Tensor | None,
-    tolerance: float,
-    latent_dim: int,
-) -> dict[str, object]:
-    """ONNX Runtime against torch on random and real images at two batch sizes."""
-    settings = SessionSettings()
-    onnx_classifier = OnnxClassifier(
-        staging / CLASSIFIER, output, n_classes, settings, staging / CLASSIFIER_FORWARD
-    )
-    onnx_manifold = OnnxManifold(staging / ENCODER, staging / DECODER_JVP, latent_dim, settings)
-    torch_classifier = TorchClassifier(classifier, output)
-    torch_manifold = TorchManifold(encoder, decoder)
-    lo, hi = spec.value_range
-    generator = torch.Generator().manual_seed(0)
-    batches = [
-        lo + (hi - lo) * torch.rand(n, *spec.shape, generator=generator) for n in VERIFY_BATCH_SIZES
-    ]
-    if verify_inputs is not None:
-        real = verify_inputs.float()
-        batches += [real[:n] for n in VERIFY_BATCH_SIZES if len(real) >= n]
-    errors = dict.fromkeys(("logits", "forward_logits", "grad", "encoder", "decoder_jacobian"), 0.0)
-    for images in batches:
-        target = torch.randint(0, n_classes, (len(images),), generator=generator)
-        logits, grad = onnx_classifier.logits_and_grad(images, target)
-        ref_logits, ref_grad = torch_classifier.logits_and_grad(images, target)
-        codes = onnx_manifold.encode(images)
-        ref_codes = torch_manifold.encode(images)
-        measured = {
-            "logits": _relative_error(logits, ref_logits),
-            "forward_logits": _relative_error(onnx_classifier.logits(images), ref_logits),
-            "grad": _relative_error(grad, ref_grad),
-            "encoder": _relative_error(codes, ref_codes),
-            "decoder_jacobian": _relative_error(
-                onnx_manifold.decoder_jacobian(ref_codes),
-                torch_manifold.decoder_jacobian(ref_codes),
-            ),
-        }
-        errors = {key: max(errors[key], measured[key]) for key in errors}
-    worst = max(errors, key=errors.__getitem__)
-    if errors[worst] > tolerance:
-        raise ModelError(
-            f"export verification failed: ONNX Runtime {worst} differs from torch by "
-            f"{errors[worst]:.2e} (relative), above the tolerance {tolerance:.0e}"
-        )
-    return {
-        "max_relative_error": errors,
-        "tolerance": tolerance,
-        "batch_sizes": list(VERIFY_BATCH_SIZES),
-        "real_images": 0
-        if verify_inputs is None
-        else min(len(verify_inputs), max(VERIFY_BATCH_SIZES)),
-        "passed": True,
-    }

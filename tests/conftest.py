@@ -125,3 +125,18 @@ def digits_bundle(tmp_path_factory: pytest.TempPathFactory, digits_shards) -> Pa
         "-o", root / "bundle", "-q",
     )  # fmt: skip
     return root / "bundle"
+
+
+@pytest.fixture(scope="session")
+def fast_quickstart(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """``tig-batch quickstart --fast`` run once in a fresh directory (its output in
+    ``tig-batch-quickstart/``, its cache in ``cache/``): (that directory, the run's result)."""
+    from click.testing import CliRunner
+
+    from tig_batch.cli import main
+
+    root = tmp_path_factory.mktemp("quickstart")
+    args = ["quickstart", "--fast", "--out", root / "tig-batch-quickstart"]
+    result = CliRunner().invoke(main, [str(a) for a in [*args, "--cache-dir", root / "cache"]])
+    assert result.exit_code == 0, result.output
+    return root, result

@@ -137,3 +137,19 @@ def test_train_autoencoder_cli_and_unwritable_output(digits_shards, tmp_path: Pa
     (tmp_path / "file").write_text("")
     result = _run("train", "autoencoder", "--data", train, "-o", tmp_path / "file" / "ae", "-q")
     assert result.exit_code == 2 and "cannot write the checkpoint here" in result.stderr
+
+
+def test_ingest_takes_the_split_from_the_names(tmp_path: Path) -> None:
+    images = _idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((2, 4, 4), np.uint8))
+    for output, extra, split in [
+        (tmp_path / "mnist" / "train", [], "train"),  # the output's name first
+        (tmp_path / "digits", [], "test"),  # then the input's: t10k is MNIST's test set
+        (tmp_path / "plain", ["--split", ""], ""),  # as given
+    ]:
+        assert _run("ingest", "idx", images, "-o", output, "-q", *extra).exit_code == 0
+        assert json.loads(_run("info", output).stdout)["split"] == split
+
+
+def test_an_empty_method_list_says_so(tmp_path: Path) -> None:
+    result = _run("explain", tmp_path, "in.h5", "-o", tmp_path / "o", "--methods", "")
+    assert result.exit_code == 2 and "give at least one method; choose from" in result.output

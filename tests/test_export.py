@@ -271,3 +271,11 @@ def test_failed_verification_writes_nothing(tmp_path: Path) -> None:
             tolerance=1e-15,
         )  # fmt: skip
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_leaves_the_callers_models_alone(tmp_path: Path) -> None:
+    """The export traces float32 eval-mode copies; the caller's modules keep dtype and mode."""
+    models = [m.double().train() for m in (_classifier(), *_autoencoder())]
+    export_bundle(*models, tmp_path / "b", InputSpec((4, 9, 9)), ["a", "b", "c"])
+    for model in models:
+        assert model.training and {p.dtype for p in model.parameters()} == {torch.float64}

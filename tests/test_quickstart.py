@@ -20,11 +20,10 @@ def test_settings_keep_fast_and_default_models_apart() -> None:
 
 
 @pytest.mark.slow
-def test_fast_quickstart_runs_end_to_end_then_reuses_its_cache(tmp_path: Path) -> None:
-    out, cache = tmp_path / "out", tmp_path / "cache"
+def test_fast_quickstart_runs_end_to_end_then_reuses_its_cache(fast_quickstart) -> None:  # type: ignore[no-untyped-def]
+    root, first = fast_quickstart
+    out, cache = root / "tig-batch-quickstart", root / "cache"
     args = ["quickstart", "--fast", "--out", str(out), "--cache-dir", str(cache)]
-    first = CliRunner().invoke(main, args)
-    assert first.exit_code == 0, first.output
     steps = [
         "[1/6] data", "[2/6] classifier: training", "[3/6] autoencoder: training",
         "[4/6] bundle: exporting", "[5/6] explain: 12 test images, 9 methods", "[6/6] report",
@@ -39,6 +38,9 @@ def test_fast_quickstart_runs_end_to_end_then_reuses_its_cache(tmp_path: Path) -
         "alignment_gap_frontier.png",
     }  # fmt: skip
     assert len(list((out / "explained").glob("*.h5"))) == 1
+    record = json.loads((out / "quickstart.json").read_text())
+    assert Path(record["checkpoints"]["classifier"]).is_file() and Path(record["inputs"]).is_file()
+    assert Path(record["bundle"], "manifest.json").is_file()
 
     second = CliRunner().invoke(main, args)
     assert second.exit_code == 0, second.output

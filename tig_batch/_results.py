@@ -20,6 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from tig_batch._h5write import HDF5Output
 from tig_batch.engine import FRONTIER_GAP_FRACTIONS
 from tig_batch.errors import DataError
 from tig_batch.pipeline import IG_METHODS, Explanations
@@ -100,7 +101,10 @@ class ResultWriter:
 
     def _prepare(self, overwrite: bool) -> None:
         job_file = self.parts / JOB_FILE
-        recorded = json.loads(job_file.read_text()) if job_file.is_file() else None
+        recorded = _read_job(job_file)
+        differs = recorded is not None and recorded != self.job
+        if differs and (not self._committed() or _extends(recorded, self.job)):  # type: ignore[arg-type]
+            recorded = None  # nothing computed, or all of it still valid: take the new job
         if self.output.exists() or (recorded is not None and recorded != self.job):
             if not overwrite:
                 what = (
@@ -112,10 +116,20 @@ class ResultWriter:
             recorded = None
         try:
             self.parts.mkdir(parents=True, exist_ok=True)
+            for debris in self.parts.glob(f"*{PARTIAL_SUFFIX}"):  # a killed write's
+                debris.unlink()
             if recorded is None:
                 _atomic_write_text(job_file, json.dumps(self.job, sort_keys=True))
         except OSError as error:
             raise DataError(f"{self.parts}: cannot write ({error.strerror})") from None
+
+    def _committed(self) -> bool:
+        return any(self.parts.glob("chunk-*.h5"))
+
+    def abandon(self) -> None:
+        """After a failed run: remove the parts if no chunk was committed (nothing to resume)."""
+        if not self._committed():
+            shutil.rmtree(self.parts, ignore_errors=True)
 
     @property
     def finished(self) -> bool:
@@ -137,16 +151,10 @@ class ResultWriter:
             )
         path = self._chunk_path(chunk)
         temporary = path.with_name(path.name + PARTIAL_SUFFIX)
-        try:
-            with h5py.File(temporary, "w") as file:
-                for name, data in _datasets(result, ids, self.layout.dtype):
-                    file.create_dataset(name, data=data)
-                file.flush()
-            _fsync(temporary)
-            os.replace(temporary, path)
-        except OSError as error:
-            temporary.unlink(missing_ok=True)
-            raise DataError(f"{path}: write failed ({error})") from None
+        with HDF5Output(temporary, path) as written:
+            for name, data in _datasets(result, ids, self.layout.dtype):
+                written.file.create_dataset(name, data=data)
+        _replace(temporary, path)
 
     def finish(self, attrs: dict[str, Any]) -> None:
         """Merge the chunks into the final file (via a temporary name) and remove the parts."""
@@ -154,18 +162,14 @@ class ResultWriter:
         if missing:
             raise RuntimeError(f"cannot finish {self.output}: chunks {missing[:5]} are missing")
         temporary = self.output.with_name(self.output.name + PARTIAL_SUFFIX)
-        try:
-            self._merge(temporary, attrs)
-            _fsync(temporary)
-            os.replace(temporary, self.output)
-        except OSError as error:
-            temporary.unlink(missing_ok=True)
-            raise DataError(f"{self.output}: write failed ({error})") from None
-        shutil.rmtree(self.parts)
+        self._merge(temporary, attrs)
+        _replace(temporary, self.output)
+        shutil.rmtree(self.parts, ignore_errors=True)
 
     def _merge(self, temporary: Path, attrs: dict[str, Any]) -> None:
         layout = self.layout
-        with h5py.File(temporary, "w") as out:
+        with HDF5Output(temporary, self.output) as written:
+            out = written.file
             for chunk in range(layout.n_chunks):
                 with h5py.File(self._chunk_path(chunk), "r") as part:
                     for name, data in _walk(part):
@@ -177,6 +181,7 @@ class ResultWriter:
                                 shuffle=layout.compression is not None,
                             )  # fmt: skip
                         out[name][layout.rows(chunk)] = data[()]
+                written.check()
             out.attrs.update(
                 {
                     "format": FORMAT,
@@ -188,6 +193,29 @@ class ResultWriter:
             out.attrs.update({key: value for key, value in attrs.items()})
 
 
+def _read_job(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _extends(recorded: dict[str, Any], job: dict[str, Any]) -> bool:
+    """Whether chunks committed for ``recorded`` are valid for ``job``: the same job, except
+    that bad images now are skipped where they stopped the run. A run that stops at bad images
+    commits only batches without any, which a skipping run explains the same way."""
+    before, after = recorded.get("config", {}), job.get("config", {})
+    if (before.get("on_bad_image"), after.get("on_bad_image")) != ("error", "skip"):
+        return False
+    return {**recorded, "config": {**before, "on_bad_image": "skip"}} == job
+
+
+def remove_parts(output: Path) -> None:
+    """Remove what a run that was killed after ``output`` appeared may have left beside it."""
+    shutil.rmtree(output.with_name(output.name + PARTS_SUFFIX), ignore_errors=True)
+    output.with_name(output.name + PARTIAL_SUFFIX).unlink(missing_ok=True)
+
+
 def _walk(group: h5py.Group, prefix: str = "") -> Iterator[tuple[str, h5py.Dataset]]:
     for key in sorted(group):
         item = group[key]
@@ -197,13 +225,23 @@ def _walk(group: h5py.Group, prefix: str = "") -> Iterator[tuple[str, h5py.Datas
             yield from _walk(item, f"{prefix}{key}/")
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as file:
-        os.fsync(file.fileno())
+def _replace(temporary: Path, final: Path) -> None:
+    """Rename a complete temporary file into place (deleting it if that fails)."""
+    try:
+        os.replace(temporary, final)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise DataError(f"{final}: cannot write ({error.strerror})") from None
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
     temporary = path.with_name(path.name + PARTIAL_SUFFIX)
-    temporary.write_text(text)
-    _fsync(temporary)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
+    _replace(temporary, path)

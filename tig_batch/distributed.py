@@ -17,6 +17,7 @@ even when workers die.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -37,6 +38,7 @@ from tig_batch.runner import (
     RunOptions,
     ShardTask,
     check_input,
+    check_target,
     make_output_dir,
     plan,
     run_task,
@@ -116,9 +118,10 @@ def explain_dataset_dask(
         bundle, backend, settings or SessionSettings(), internal_batch_size,
         manifest_digest(bundle),
     )  # fmt: skip
-    tasks = [_absolute(task) for task in plan(inputs)]
+    tasks = [_absolute(task) for task in plan(inputs, options.selection)]
     for task in tasks:
         check_input(manifest.input, bundle, task.dataset)
+        check_target(config, manifest.n_classes, task.dataset)
     output_dir = Path(output_dir).resolve()
     make_output_dir(output_dir)
     with _connected(address, n_workers, client) as connected:
@@ -197,7 +200,7 @@ def _failure(task: ShardTask, future: Any) -> ShardFailure:
 
 def _absolute(task: ShardTask) -> ShardTask:
     """Workers may run elsewhere (with another working directory): absolute paths only."""
-    return ShardTask(task.shard.resolve(), task.count, task.first_id, task.dataset)
+    return dataclasses.replace(task, shard=task.shard.resolve())
 
 
 @contextlib.contextmanager

@@ -113,7 +113,7 @@ class Explanations:
         return len(self.sample_ids)
 
 
-class BatchLike(Protocol):  # may also carry ``start``: see :func:`explain_batches`
+class BatchLike(Protocol):  # may also carry ``start`` and ``rows``: see explain_batches
     """An item of :func:`explain_batches` besides bare arrays, e.g. the data reader's batches."""
 
     images: np.ndarray | torch.Tensor
@@ -123,14 +123,23 @@ class BatchLike(Protocol):  # may also carry ``start``: see :func:`explain_batch
 def _targets(
     classifier: Classifier, images: torch.Tensor, labels: torch.Tensor | None, config: ExplainConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    prediction = classifier.logits(images).argmax(1)
+    logits = classifier.logits(images)
+    prediction, n_classes = logits.argmax(1), logits.shape[1]
     if config.target == "predicted":
         return prediction, prediction
     if config.target == "label":
         if labels is None:
             raise DataError("target 'label' needs labels, and this input has none")
-        return labels.to(prediction.device, torch.long), prediction
-    return torch.full_like(prediction, int(config.target)), prediction
+        target = labels.to(prediction.device, torch.long)
+    else:
+        target = torch.full_like(prediction, int(config.target))
+    outside = (target < 0) | (target >= n_classes)
+    if bool(outside.any()):
+        raise DataError(
+            f"target class {int(target[outside][0])} does not exist: the classifier has "
+            f"{n_classes} classes (0 to {n_classes - 1})"
+        )
+    return target, prediction
 
 
 def _explain_finite(
@@ -280,7 +289,9 @@ def explain_batches(
     base-points, so results do not depend on how the stream is batched. A batch that carries
     ``start`` (the data reader's: its first image's index in the shard) is numbered from
     ``first_id + start``, so a stream that skips batches, as a resumed run does, numbers the
-    rest exactly as the full stream would. Images are moved to ``device`` when one is given.
+    rest exactly as the full stream would; one that carries ``rows`` (the reader's batches of
+    selected images) numbers its images ``first_id + rows``. Images are moved to ``device``
+    when one is given.
     """
     next_id = first_id
     for batch in batches:
@@ -289,6 +300,8 @@ def explain_batches(
         labels = None if bare else batch.labels
         start = first_id + batch.start if hasattr(batch, "start") else next_id
         ids = torch.arange(start, start + len(images))
+        if getattr(batch, "rows", None) is not None:
+            ids = first_id + torch.as_tensor(batch.rows, dtype=torch.long)
         next_id = start + len(images)
         images = torch.as_tensor(images, device=device)
         yield explain(classifier, manifold, images, labels, ids, config)

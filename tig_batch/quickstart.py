@@ -34,6 +34,7 @@ from tig_batch.errors import DataError, ModelError
 from tig_batch.pipeline import METHODS
 
 DATASET = "mnist-5k"
+RECORD = "quickstart.json"  # in the output directory: where the run's models and inputs are
 Log = Callable[[str], None]
 # progress(total, description): a context manager giving a bar with update(n), e.g. tqdm
 ProgressFactory = Callable[[int, str], AbstractContextManager[Any]]
@@ -221,7 +222,7 @@ def run_quickstart(
     # this run's outputs only: explained/ may also hold another run's (e.g. --fast's subset)
     written = write_report(outputs, out / "report", n_examples=settings.n_examples)
     lap("report")
-    return QuickstartResult(
+    result = QuickstartResult(
         checkpoints={k: v.with_suffix(".pt") for k, v in checkpoints.items()}, bundle=bundle,
         inputs=inputs, explained=explained, outputs=outputs, report=written.files["html"],
         reused=reused,
@@ -230,6 +231,23 @@ def run_quickstart(
         },
         seconds=seconds,
     )  # fmt: skip
+    _write_record(out / RECORD, result)
+    return result
+
+
+def _write_record(path: Path, result: QuickstartResult) -> None:
+    """Where this run's models, bundle and inputs are (absolute paths), for Python users:
+    the README's example loads them from here."""
+    record = {
+        "checkpoints": {k: str(v.resolve()) for k, v in result.checkpoints.items()},
+        "bundle": str(result.bundle.resolve()),
+        "inputs": str(result.inputs.resolve()),
+        "explained": str(result.explained.resolve()),
+        "report": str(result.report.resolve()),
+    }
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(json.dumps(record, indent=2) + "\n")
+    temporary.replace(path)
 
 
 @dataclass(frozen=True)

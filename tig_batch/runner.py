@@ -11,19 +11,20 @@ import importlib.metadata
 import itertools
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tig_batch._bundle import InputSpec, manifest_digest, sha256
-from tig_batch._results import OutputLayout, ResultWriter
+from tig_batch._results import OutputLayout, ResultWriter, remove_parts
+from tig_batch._selection import Selection, rows_digest, selected_rows
 from tig_batch.backends import Bundle
-from tig_batch.data import DatasetInfo, iter_batches, open_dataset
+from tig_batch.data import DatasetInfo, iter_rows, open_dataset
 from tig_batch.errors import DataError
-from tig_batch.pipeline import ExplainConfig, explain_batches
+from tig_batch.pipeline import ExplainConfig, Explanations, explain_batches
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class RunOptions:
     """How results are read and stored (the explanations themselves are :class:`ExplainConfig`).
 
     ``batch_size`` images are explained and committed together: the unit of memory, of
-    progress and of crash recovery.
+    progress and of crash recovery. ``selection`` picks the images to explain (all by
+    default); an output then holds the selected images of its shard, in order.
     """
 
     batch_size: int = 64
@@ -39,34 +41,50 @@ class RunOptions:
     compression: str | None = "gzip"
     overwrite: bool = False
     device: str = "cpu"
+    selection: Selection = field(default_factory=Selection)
 
 
 @dataclass(frozen=True)
 class ShardTask:
-    """One input shard to explain, with the dataset position of its first image (the seed key)."""
+    """One input shard to explain, with the dataset position of its first image (the seed key)
+    and, when not every image is explained, the ``rows`` of the shard that are."""
 
     shard: Path
     count: int
     first_id: int
     dataset: DatasetInfo
+    rows: np.ndarray | None = None
 
     @property
     def output_name(self) -> str:
         return self.shard.name
 
 
-def plan(inputs: Sequence[str | Path]) -> list[ShardTask]:
-    """Every shard of every input, in order, each numbered from its position in its dataset.
+def plan(inputs: Sequence[str | Path], selection: Selection | None = None) -> list[ShardTask]:
+    """Every shard of every input with images ``selection`` picks, in order, each numbered from
+    its position in its dataset.
 
     Shards are validated up front, so a corrupt file fails before any work starts.
     """
+    selection = selection or Selection()
     tasks: list[ShardTask] = []
+    left = selection.limit
     for source in inputs:
         dataset = open_dataset(source)
         first = 0
         for shard in dataset.shards:
-            tasks.append(ShardTask(shard.path, shard.count, first, dataset))
+            if left == 0:
+                break
+            rows = None
+            if not selection.everything:
+                rows = selected_rows(dataset, shard.path, shard.count, first, selection)[:left]
+                left = None if left is None else left - len(rows)
+            count = shard.count if rows is None else len(rows)
+            if count:
+                tasks.append(ShardTask(shard.path, count, first, dataset, rows))
             first += shard.count
+    if not tasks:
+        raise DataError(f"--ids {','.join(selection.ids)} selects no image of the inputs")
     names = [task.output_name for task in tasks]
     clashes = sorted({name for name in names if names.count(name) > 1})
     if clashes:
@@ -96,6 +114,28 @@ def check_input(expected: InputSpec, bundle_path: Path, dataset: DatasetInfo) ->
         )
 
 
+def check_target(config: ExplainConfig, n_classes: int, dataset: DatasetInfo) -> None:
+    """Refuse a target the classifier has no output for, or labels the data does not have."""
+    target = config.target
+    if isinstance(target, int) and not 0 <= target < n_classes:
+        raise DataError(
+            f"target class {target} does not exist: the classifier has {n_classes} classes "
+            f"(0 to {n_classes - 1})"
+        )
+    if target != "label":
+        return
+    if not dataset.has_labels:
+        raise DataError(
+            f"{dataset.path}: target 'label' needs labels, and this dataset has none; explain "
+            "the predicted class (--target predicted) or a class index"
+        )
+    if dataset.num_classes > n_classes:
+        raise DataError(
+            f"{dataset.path}: labels name {dataset.num_classes} classes but the classifier has "
+            f"{n_classes}; explain the predicted class (--target predicted)"
+        )
+
+
 def _task_config(config: ExplainConfig, task: ShardTask) -> ExplainConfig:
     """The configuration a shard is explained with: its dataset's value range."""
     return dataclasses.replace(config, value_range=tuple(task.dataset.value_range))
@@ -115,6 +155,7 @@ def _job(bundle: Bundle, task: ShardTask, config: ExplainConfig, options: RunOpt
                     "size": task.shard.stat().st_size,
                     "sha256": sha256(task.shard),
                     "first_id": task.first_id,
+                    **_rows_record(task),
                 },
                 "batch_size": options.batch_size,
                 "dtype": options.dtype,
@@ -123,6 +164,13 @@ def _job(bundle: Bundle, task: ShardTask, config: ExplainConfig, options: RunOpt
             sort_keys=True,
         )
     )
+
+
+def _rows_record(task: ShardTask) -> dict[str, Any]:
+    """A selection's part of the job (nothing when every image is explained)."""
+    if task.rows is None:
+        return {}
+    return {"rows": {"count": len(task.rows), "sha256": rows_digest(task.rows)}}
 
 
 def _versions() -> dict[str, str]:
@@ -156,18 +204,24 @@ def explain_shard(
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if on_images:
         on_images(task.count - sum(layout.count(chunk) for chunk in pending))
-    batches = iter_batches(
-        task.shard, options.batch_size, allow_non_finite=config.on_bad_image == "skip"
-    )
+    rows = np.arange(task.count) if task.rows is None else task.rows
+    batches = iter_rows(
+        task.dataset, task.shard, rows, options.batch_size, offset=task.first_id,
+        allow_non_finite=config.on_bad_image == "skip",
+    )  # fmt: skip
     # the same iterator a Python pipeline uses; tee hands each batch's ids to the writer
     todo, todo_ids = itertools.tee(b for b in batches if b.start // options.batch_size in pending)
     results = explain_batches(
         bundle.classifier, bundle.manifold, todo, config, task.first_id, options.device
     )
-    for batch, result in zip(todo_ids, results, strict=True):
-        writer.write_chunk(batch.start // options.batch_size, result, np.asarray(batch.ids))
-        if on_images:
-            on_images(len(batch))
+    try:
+        for batch, result in zip(todo_ids, _naming(task.shard, results), strict=True):
+            writer.write_chunk(batch.start // options.batch_size, result, np.asarray(batch.ids))
+            if on_images:
+                on_images(len(batch))
+    except BaseException:
+        writer.abandon()
+        raise
     writer.finish(
         {
             "bundle_manifest_sha256": job["bundle_manifest_sha256"],
@@ -180,6 +234,16 @@ def explain_shard(
         }
     )
     return writer.output
+
+
+def _naming(shard: Path, results: Iterator[Explanations]) -> Iterator[Explanations]:
+    """``results``, with the shard named in data errors that do not name it (bad pixels)."""
+    try:
+        yield from results
+    except DataError as error:
+        if str(shard) in str(error):
+            raise
+        raise DataError(f"{shard}: {error}") from None
 
 
 def explain_dataset(
@@ -195,9 +259,10 @@ def explain_dataset(
     A finished output is kept (not recomputed) when its job matches; rerunning after a crash
     therefore completes only what is missing.
     """
-    tasks = plan(inputs)
+    tasks = plan(inputs, options.selection)
     for task in tasks:
         check_compatible(bundle, task.dataset)
+        check_target(config, bundle.manifest.n_classes, task.dataset)
     make_output_dir(output_dir)
     return [run_task(bundle, task, output_dir, config, options, on_images) for task in tasks]
 
@@ -226,6 +291,7 @@ def run_task(
     """
     done = finished_output(output_dir / task.output_name, _job(bundle, task, config, options))
     if done and not options.overwrite:
+        remove_parts(done)  # left when a run was killed between its rename and its cleanup
         if on_images:
             on_images(task.count)
         return done

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from torch import nn
 
 from tig_batch._bundle import (
     CLASSIFIER,
@@ -64,21 +66,34 @@ def load_bundle(
 def _torch_models(
     path: Path, manifest: Manifest, settings: SessionSettings, internal_batch_size: int
 ) -> tuple[TorchClassifier, TorchManifold]:
-    from tig_batch.models import load_autoencoder, load_classifier, load_user_model
-
     recipe = manifest.torch_models
     if "classifier" not in recipe or "autoencoder" not in recipe:
         raise ModelError(f"{path}: this bundle carries no torch models; use the onnx backend")
-    classifier_recipe = recipe["classifier"]
-    if "checkpoint" in classifier_recipe:
-        module, _ = load_classifier(path / classifier_recipe["checkpoint"])
-    else:
-        weights = classifier_recipe.get("weights")
-        module = load_user_model(classifier_recipe["factory"], weights and path / weights)
-    autoencoder, _ = load_autoencoder(path / recipe["autoencoder"]["checkpoint"])
+    module = _torch_model(path, "classifier", recipe["classifier"])
+    autoencoder = _torch_model(path, "autoencoder", recipe["autoencoder"])
     device = settings.device
     classifier = TorchClassifier(module.to(device), manifest.explained_output)
     manifold = TorchManifold(
         autoencoder.encoder.to(device), autoencoder.decoder.to(device), internal_batch_size
     )
     return classifier, manifold
+
+
+def _torch_model(path: Path, kind: str, recipe: dict[str, Any]) -> nn.Module:
+    """Rebuild one model from its checkpoint in the bundle, or its user's ``module:factory``
+    (a ``file.py`` inside the bundle; bundles of older versions named it as exported)."""
+    from tig_batch.models import (
+        load_checkpoint,
+        load_user_autoencoder,
+        load_user_model,
+    )
+
+    if "checkpoint" in recipe:
+        return load_checkpoint(path / recipe["checkpoint"], kind)[0]
+    factory = recipe["factory"]
+    module, _, name = factory.partition(":")
+    if module.endswith(".py") and (path / module).is_file():
+        factory = f"{path / module}:{name}"
+    weights = recipe.get("weights")
+    load = load_user_autoencoder if kind == "autoencoder" else load_user_model
+    return load(factory, weights and path / weights)

@@ -23,11 +23,11 @@ if TYPE_CHECKING:
 
 def _methods(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     chosen = tuple(m.strip() for m in value.split(",") if m.strip())
+    if not chosen:
+        raise click.BadParameter(f"give at least one method; choose from {','.join(METHODS)}")
     unknown = [m for m in chosen if m not in METHODS]
-    if unknown or not chosen:
-        raise click.BadParameter(
-            f"unknown {', '.join(unknown) or 'empty list'}; choose from {','.join(METHODS)}"
-        )
+    if unknown:
+        raise click.BadParameter(f"unknown {', '.join(unknown)}; choose from {','.join(METHODS)}")
     return chosen
 
 
@@ -246,6 +246,18 @@ def _target(ctx: click.Context, param: click.Parameter, value: str) -> str | int
     show_default=True,
     help="cpu, or cuda[:N] (Triton kernels and the ONNX CUDA provider).",
 )
+@click.option(
+    "--ids",
+    metavar="IDS",
+    help="Explain only the images with these ids: a comma list of ids and ranges, e.g. "
+    "--ids 0-99,250,cat/001.png (ids are the inputs' stored ids, or an image's position in "
+    "its dataset when none are stored, as in the outputs and the report).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    help="Explain only the first N images of the inputs (after --ids).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace outputs made with another configuration.")
 @click.option(
     "--scheduler",
@@ -300,6 +312,8 @@ def explain(
     threads: int | None,
     graph_optimization: str,
     device: str,
+    ids: str | None,
+    limit: int | None,
     overwrite: bool,
     scheduler: str,
     dask_address: str | None,
@@ -313,6 +327,9 @@ def explain(
     tangent ranks, chance levels and flags. Work is committed batch by batch: rerun the same
     command after a crash and it resumes where it stopped.
 
+    --limit and --ids explain a subset: each output then holds its shard's selected images, in
+    order; resume and the check against earlier outputs account for the selection.
+
     With --scheduler dask every shard is a task on a Dask cluster (--workers N starts one on
     this machine, --dask-address joins a running one); shards that fail are listed, the
     others are kept, and a rerun completes the rest.
@@ -320,6 +337,8 @@ def explain(
     \b
     Example:
         tig-batch explain bundles/mnist mnist-5k -o explained --methods tangential,zero,gradient
+        tig-batch explain bundles/mnist mnist-5k -o first100 --limit 100
+        tig-batch explain bundles/mnist mnist-5k -o some --ids 0-9,309,549
         tig-batch explain bundles/mnist mnist-5k -o explained --scheduler dask --workers 4
     """
     import torch
@@ -328,7 +347,7 @@ def explain(
     from tig_batch.data import resolve_dataset
     from tig_batch.engine import BaselineSearch
     from tig_batch.report import markdown_table, summarize
-    from tig_batch.runner import RunOptions, explain_dataset, plan
+    from tig_batch.runner import RunOptions, Selection, explain_dataset, plan
 
     if scheduler == "local" and (dask_address or workers):
         raise click.UsageError("--dask-address and --workers go with --scheduler dask")
@@ -361,9 +380,10 @@ def explain(
         on_bad_image=on_bad_image,  # type: ignore[arg-type]
     )  # fmt: skip
     options = RunOptions(
-        batch_size, dtype, None if compression == "none" else compression, overwrite, device
-    )
-    total = sum(task.count for task in plan(sources))
+        batch_size, dtype, None if compression == "none" else compression, overwrite, device,
+        Selection.parse(ids, limit),
+    )  # fmt: skip
+    total = sum(task.count for task in plan(sources, options.selection))
     if scheduler == "dask":
         outputs = _explain_with_dask(
             bundle, sources, output_dir, config, options, backend, settings,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,9 @@ def output_options(f: Callable) -> Callable:
     for option in reversed([
         click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
                      help="Directory of shards, or a single file ending in .h5."),
-        click.option("--split", default="", help="Split name stored in the shards (train, test)."),
+        click.option("--split", help="Split name stored in the shards (train, test) [default: "
+                     "the one --output or the input's name says, e.g. mnist/train, "
+                     "t10k-images-idx3-ubyte.gz; else none]."),
         click.option("--shard-size", default=10_000, show_default=True, type=click.IntRange(1),
                      help="Images per shard file."),
         click.option("--compression", type=click.Choice(COMPRESSIONS), default="gzip",
@@ -58,11 +61,31 @@ def output_options(f: Callable) -> Callable:
     return f
 
 
-def _write(converted: Converted, opts: dict[str, Any]) -> DatasetInfo:
+# words in a path that name a split, and the split they name
+_SPLITS = {
+    "train": "train", "training": "train", "test": "test", "testing": "test", "t10k": "test",
+    "val": "val", "valid": "val", "validation": "val",
+}  # fmt: skip
+
+
+def infer_split(output: Path, inputs: tuple[Path, ...]) -> str:
+    """The split ``output``'s name says (``mnist/train``, ``test.h5``), else the first input's
+    name or folder (``t10k-images-idx3-ubyte.gz``, ``photos/train``); else none."""
+    names = [output.stem if output.suffix == ".h5" else output.name]
+    for path in inputs:
+        names += [re.split(r"[-_.]", path.name.lower())[0], path.parent.name]
+    for name in names:
+        if name.lower() in _SPLITS:
+            return _SPLITS[name.lower()]
+    return ""
+
+
+def _write(converted: Converted, opts: dict[str, Any], *inputs: Path) -> DatasetInfo:
     quiet = opts["quiet"]
+    split = opts["split"] if opts["split"] is not None else infer_split(opts["output"], inputs)
     with progress_bar(None, f"ingest {converted.source}", quiet) as bar:
         info = _ingest(
-            converted, opts["output"], split=opts["split"], value_range=opts["value_range"],
+            converted, opts["output"], split=split, value_range=opts["value_range"],
             class_names=opts["class_names"], shard_size=opts["shard_size"],
             compression=opts["compression"], overwrite=opts["overwrite"], on_progress=bar.update,
         )  # fmt: skip
@@ -98,7 +121,7 @@ def ingest_idx(images: Path, labels: Path | None, **opts: Any) -> None:
     """
     from tig_batch.data import read_idx
 
-    _write(read_idx(images, labels), opts)
+    _write(read_idx(images, labels), opts, images)
 
 
 @ingest.command("cifar10")
@@ -113,7 +136,7 @@ def ingest_cifar10(batches: tuple[Path, ...], **opts: Any) -> None:
     """
     from tig_batch.data import read_cifar10
 
-    _write(read_cifar10(batches), opts)
+    _write(read_cifar10(batches), opts, *batches)
 
 
 @ingest.command("fer2013")
@@ -131,7 +154,7 @@ def ingest_fer2013(csv_file: Path, usage: tuple[str, ...], **opts: Any) -> None:
     """
     from tig_batch.data import read_fer2013
 
-    _write(read_fer2013(csv_file, usage=usage), opts)
+    _write(read_fer2013(csv_file, usage=usage), opts, csv_file)
 
 
 @ingest.command("image-folder")
@@ -147,7 +170,7 @@ def ingest_image_folder(root: Path, mode: str | None, **opts: Any) -> None:
     """
     from tig_batch.data import read_image_folder
 
-    _write(read_image_folder(root, mode=mode), opts)
+    _write(read_image_folder(root, mode=mode), opts, root)
 
 
 @ingest.command("arrays")
@@ -175,4 +198,4 @@ def ingest_arrays(
         array_file, labels=labels_file, images_key=images_key, labels_key=labels_key,
         layout=layout, value_range=opts["value_range"],
     )  # fmt: skip
-    _write(converted, opts)
+    _write(converted, opts, array_file)

@@ -24,7 +24,8 @@ from tig_batch.report._summary import FLAGS_EXPLAINED, MethodSummary, flagged_te
 )  # fmt: skip
 @click.option(
     "--fast", is_flag=True,
-    help="A smoke run: a few training steps, 12 images, a short search (about 30 s).",
+    help="A smoke run: a few training steps, 12 images, a short search (about a minute on 2 "
+    "CPU cores, README.md).",
 )  # fmt: skip
 @click.option(
     "--n-images", type=click.IntRange(1),

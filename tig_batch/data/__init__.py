@@ -13,6 +13,7 @@ from tig_batch.data._format import (
     ShardInfo,
     decode,
     iter_batches,
+    iter_rows,
     open_dataset,
     shard_paths,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "decode",
     "ingest",
     "iter_batches",
+    "iter_rows",
     "iter_shuffled",
     "open_dataset",
     "read_arrays",

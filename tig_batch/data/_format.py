@@ -7,6 +7,7 @@ Every consumer (training, evaluation, explanation, export checks) reads images t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,7 +68,8 @@ class Batch:
 
     ``start`` is the index of the first image within ``shard``, so results can be written
     back beside the input shard by shard. ``ids`` are the stored ids, or the position in the
-    dataset when the shard stores none.
+    dataset when the shard stores none. A batch of selected images (:func:`iter_rows`) has its
+    positions in the shard in ``rows`` and its index among the selected in ``start``.
     """
 
     images: np.ndarray
@@ -75,6 +77,7 @@ class Batch:
     ids: np.ndarray
     shard: Path
     start: int
+    rows: np.ndarray | None = None  # where the images are in the shard, when not from start on
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -268,52 +271,89 @@ def iter_batches(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     info = source if isinstance(source, DatasetInfo) else open_dataset(source)
-    lo, hi = info.value_range
     offset = 0
     for shard in info.shards:
         with _open(shard.path) as f:
             for start in range(0, shard.count, batch_size):
-                stop = min(start + batch_size, shard.count)
-                try:
-                    stored = f["images"][start:stop]
-                    y = (
-                        f["labels"][start:stop].astype(np.int64)
-                        if labels and info.has_labels
-                        else None
-                    )
-                    ids = (
-                        f["ids"][start:stop]
-                        if info.has_ids
-                        else np.arange(offset + start, offset + stop)
-                    )
-                except OSError as exc:
-                    raise DataError(
-                        f"{shard.path}: cannot read dataset 'images' rows {start}:{stop} "
-                        f"(corrupt or truncated?): {_short(exc)}"
-                    ) from None
-                images = decode(stored, info.value_range)
-                if stored.dtype != np.uint8:
-                    _check_pixels(images, shard.path, start, lo, hi, allow_non_finite)
-                if ids.dtype.kind in "OS":
-                    ids = np.array([i.decode() if isinstance(i, bytes) else str(i) for i in ids])
-                yield Batch(images=images, labels=y, ids=ids, shard=shard.path, start=start)
+                rows = np.arange(start, min(start + batch_size, shard.count))
+                yield _read(f, info, shard.path, rows, offset, labels, allow_non_finite, start)
         offset += shard.count
 
 
+def iter_rows(
+    info: DatasetInfo,
+    shard: Path,
+    rows: np.ndarray,
+    batch_size: int,
+    *,
+    offset: int = 0,
+    labels: bool = True,
+    allow_non_finite: bool = False,
+) -> Iterator[Batch]:
+    """Yield the images at ``rows`` (increasing) of one ``shard`` of ``info``, ``batch_size``
+    at a time, checked as :func:`iter_batches` checks them.
+
+    A batch's ``start`` is its first image's index among ``rows`` and its ``rows`` are where
+    its images are in the shard; ``offset`` is the shard's first image's position in the
+    dataset (the ids of images without stored ids).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rows = np.asarray(rows, dtype=np.int64)
+    with _open(shard) as f:
+        for start in range(0, len(rows), batch_size):
+            batch = _read(
+                f, info, shard, rows[start : start + batch_size], offset, labels,
+                allow_non_finite, start,
+            )  # fmt: skip
+            yield dataclasses.replace(batch, rows=rows[start : start + batch_size])
+
+
+def _read(
+    f: h5py.File,
+    info: DatasetInfo,
+    path: Path,
+    rows: np.ndarray,
+    offset: int,
+    labels: bool,
+    allow_non_finite: bool,
+    start: int,
+) -> Batch:
+    """One batch: the images at ``rows`` (increasing) of the open shard ``f``, decoded and
+    checked."""
+    contiguous = len(rows) > 0 and rows[-1] - rows[0] == len(rows) - 1
+    index = slice(int(rows[0]), int(rows[-1]) + 1) if contiguous else rows
+    try:
+        stored = f["images"][index]
+        y = f["labels"][index].astype(np.int64) if labels and info.has_labels else None
+        ids = f["ids"][index] if info.has_ids else offset + rows
+    except (OSError, TypeError) as exc:
+        raise DataError(
+            f"{path}: cannot read dataset 'images' rows {rows[0]}:{rows[-1] + 1} "
+            f"(corrupt or truncated?): {_short(exc)}"
+        ) from None
+    images = decode(stored, info.value_range)
+    if stored.dtype != np.uint8:
+        _check_pixels(images, path, rows, *info.value_range, allow_non_finite)
+    if ids.dtype.kind in "OS":
+        ids = np.array([i.decode() if isinstance(i, bytes) else str(i) for i in ids])
+    return Batch(images=images, labels=y, ids=ids, shard=path, start=start)
+
+
 def _check_pixels(
-    images: np.ndarray, path: Path, start: int, lo: float, hi: float, allow_non_finite: bool
+    images: np.ndarray, path: Path, rows: np.ndarray, lo: float, hi: float, allow_non_finite: bool
 ) -> None:
     finite = np.isfinite(images)
     if not finite.all() and not allow_non_finite:
         i = int(np.flatnonzero(~finite.reshape(len(images), -1).all(axis=1))[0])
         raise DataError(
-            f"{path}: dataset 'images' has NaN or Inf pixels in image {start + i} "
+            f"{path}: dataset 'images' has NaN or Inf pixels in image {rows[i]} "
             "(explain --on-bad-image skip flags and skips such images)"
         )
     bad = finite & ((images < lo) | (images > hi))
     if bad.any():
         i = int(np.flatnonzero(bad.reshape(len(images), -1).any(axis=1))[0])
         raise DataError(
-            f"{path}: dataset 'images' image {start + i} has pixels outside the value_range "
+            f"{path}: dataset 'images' image {rows[i]} has pixels outside the value_range "
             f"[{lo}, {hi}]"
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -133,8 +135,10 @@ def read_arrays(
             y = np.load(labels, allow_pickle=False)
     except DataError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: cannot load as .npy/.npz: {exc}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(
+            f"{path}: cannot load as .npy/.npz (truncated or corrupt?): {exc}"
+        ) from None
     x = _to_nchw(np.asarray(x), path, layout)
     if x.dtype == np.uint8:
         dtype = "uint8"

@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from tig_batch._h5write import HDF5Output
 from tig_batch.data._format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -107,11 +108,13 @@ def _check_records(rec: Records, spec: ShardSpec, origin: str, seen: int) -> Rec
 
 
 class _ShardFile:
-    """One shard being written under its ``.partial`` name."""
+    """One shard being written under its ``.partial`` name (a full disk raises DataError)."""
 
     def __init__(self, path: Path, spec: ShardSpec, first: Records, compression: str) -> None:
         self.path = path
-        self.f = h5py.File(path, "w", track_order=True)
+        final = path.with_name(path.name[: -len(_PARTIAL)])
+        self.output = HDF5Output(path, final, track_order=True)
+        self.f = self.output.file
         c, h, w = spec.shape
         itemsize = np.dtype(spec.dtype).itemsize
         chunk_n = max(1, _CHUNK_BYTES // (c * h * w * itemsize))
@@ -163,12 +166,13 @@ class _ShardFile:
             self.pmin = min(self.pmin, float(rec.images.min()))
             self.pmax = max(self.pmax, float(rec.images.max()))
         self.count = b
+        self.output.check()
 
     def close(self) -> None:
         if self.images.dtype != np.uint8 and self.count:
             self.f.attrs["pixel_min"] = self.pmin
             self.f.attrs["pixel_max"] = self.pmax
-        self.f.close()
+        self.output.close()
 
 
 def _prepare_output(output: Path, overwrite: bool) -> tuple[Path, list[Path]]:
@@ -188,6 +192,10 @@ def _prepare_output(output: Path, overwrite: bool) -> tuple[Path, list[Path]]:
     existing = [output] if single and output.exists() else []
     if not single:
         existing = sorted(directory.glob(f"*{SHARD_SUFFIX}"))
+    # what a killed run of this writer left: never data, only debris
+    stale = [output.with_name(output.name + _PARTIAL)] if single else []
+    for path in stale or directory.glob(f"*{SHARD_SUFFIX}{_PARTIAL}"):
+        path.unlink(missing_ok=True)
     if existing and not overwrite:
         raise DataError(
             f"{output}: already holds shards ({existing[0].name}); pass --overwrite to "
@@ -253,17 +261,27 @@ def write_shards(
             raise DataError(f"{origin}: no images to write")
     except BaseException:
         if current is not None:
-            current.f.close()
+            current.output.discard()
         for path in written:
             path.unlink(missing_ok=True)
         raise
-    finals = [p.with_name(p.name[: -len(_PARTIAL)]) for p in written]
-    for old in existing:
-        if old not in finals:
-            old.unlink()
-    for tmp, final in zip(written, finals, strict=True):
-        os.replace(tmp, final)
+    _publish(written, existing)
     return open_dataset(output)
+
+
+def _publish(written: list[Path], existing: list[Path]) -> None:
+    """Rename the complete ``.partial`` shards into place, replacing what the output held."""
+    finals = [p.with_name(p.name[: -len(_PARTIAL)]) for p in written]
+    try:
+        for old in existing:
+            if old not in finals:
+                old.unlink()
+        for tmp, final in zip(written, finals, strict=True):
+            os.replace(tmp, final)
+    except OSError as error:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise DataError(f"{error.filename}: cannot replace ({error.strerror})") from None
 
 
 def _slice(rec: Records, a: int, b: int) -> Records:

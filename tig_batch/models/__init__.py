@@ -4,9 +4,11 @@ from tig_batch.models._arch import ARCHITECTURES, ConvAutoencoder, Normalize, Sm
 from tig_batch.models._checkpoint import (
     checkpoint_paths,
     ensure_writable,
+    factory_file,
     load_autoencoder,
     load_checkpoint,
     load_classifier,
+    load_user_autoencoder,
     load_user_model,
     save_checkpoint,
 )
@@ -31,9 +33,11 @@ __all__ = [
     "ensure_writable",
     "evaluate_autoencoder",
     "evaluate_classifier",
+    "factory_file",
     "load_autoencoder",
     "load_checkpoint",
     "load_classifier",
+    "load_user_autoencoder",
     "load_user_model",
     "save_checkpoint",
     "train_autoencoder",

@@ -203,10 +203,10 @@ def load_autoencoder(path: str | Path) -> tuple[nn.Module, dict]:
     return load_checkpoint(path, "autoencoder")
 
 
-def _import_factory(spec: str) -> Any:
+def _import_factory(spec: str, option: str = "--model") -> Any:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ModelError(f"--model {spec!r}: expected package.module:factory or file.py:factory")
+        raise ModelError(f"{option} {spec!r}: expected package.module:factory or file.py:factory")
     try:
         if module_name.endswith(".py"):
             file = Path(module_name)
@@ -221,30 +221,54 @@ def _import_factory(spec: str) -> Any:
             module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ModelError(
-            f"--model {spec!r}: cannot import {module_name!r} ({exc}); is it installed or on "
+            f"{option} {spec!r}: cannot import {module_name!r} ({exc}); is it installed or on "
             "PYTHONPATH?"
         ) from None
     factory = module
     for part in attr.split("."):
         factory = getattr(factory, part, None)
         if factory is None:
-            raise ModelError(f"--model {spec!r}: {module_name!r} has no attribute {attr!r}")
+            raise ModelError(f"{option} {spec!r}: {module_name!r} has no attribute {attr!r}")
     if not callable(factory):
-        raise ModelError(f"--model {spec!r}: {attr!r} is not callable")
+        raise ModelError(f"{option} {spec!r}: {attr!r} is not callable")
     return factory
 
 
-def load_user_model(spec: str, weights: str | Path | None = None) -> nn.Module:
+def load_user_model(
+    spec: str, weights: str | Path | None = None, option: str = "--model"
+) -> nn.Module:
     """A user's own classifier: call ``factory()`` from ``package.module:factory``, load weights.
 
     The factory takes no arguments and returns an ``nn.Module`` that maps images in the
     dataset's value range to logits; ``weights`` is a state dict (read with
-    ``weights_only=True``) or omitted when the factory loads its own.
+    ``weights_only=True``) or omitted when the factory loads its own. ``option`` names the
+    spec in error messages.
     """
-    model = _import_factory(spec)()
+    model = _import_factory(spec, option)()
     if not isinstance(model, nn.Module):
-        raise ModelError(f"--model {spec!r}: factory returned {type(model).__name__}, not a Module")
+        raise ModelError(
+            f"{option} {spec!r}: factory returned {type(model).__name__}, not a Module"
+        )
     if weights is not None:
         weights = Path(weights)
         _load_into(model, _load_state(weights), weights)
     return model.eval()
+
+
+def load_user_autoencoder(spec: str, weights: str | Path | None = None) -> nn.Module:
+    """A user's own autoencoder, as :func:`load_user_model`: a module with ``.encoder`` (images
+    to codes) and ``.decoder`` (codes to images), as tig-batch's own autoencoders have."""
+    model = load_user_model(spec, weights, "--autoencoder-model")
+    missing = [part for part in ("encoder", "decoder") if not hasattr(model, part)]
+    if missing:
+        raise ModelError(
+            f"--autoencoder-model {spec!r}: the model has no {' or '.join(missing)}; return a "
+            "module with submodules .encoder (images to codes) and .decoder (codes to images)"
+        )
+    return model
+
+
+def factory_file(spec: str) -> Path | None:
+    """The Python file a ``file.py:factory`` spec names (None for ``package.module:factory``)."""
+    module_name = spec.partition(":")[0]
+    return Path(module_name) if module_name.endswith(".py") else None

@@ -7,6 +7,7 @@ longer the file that was explained, the example is shown without its image.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,15 +94,28 @@ def _source_image(file: h5py.File, row: int, id_: str) -> _Source:
     try:
         info = open_dataset(shard)
         with h5py.File(shard, "r") as data:
+            row = _input_row(file, data, row, id_)
             image = decode(data["images"][row], info.value_range)
             stored_id = data["ids"][row] if info.has_ids else None
-    except (DataError, OSError, KeyError, IndexError) as error:
+    except (DataError, OSError, KeyError, IndexError, ValueError) as error:
         return _Source(None, (0.0, 1.0), (), f"input shard {shard} unreadable ({error})")
     if isinstance(stored_id, bytes):
         stored_id = stored_id.decode()
     if stored_id is not None and str(stored_id) != id_:
         return _Source(None, (0.0, 1.0), (), f"input shard {shard} changed since it was explained")
     return _Source(image, info.value_range, info.class_names, None)
+
+
+def _input_row(output: h5py.File, data: h5py.File, row: int, id_: str) -> int:
+    """Where an output's ``row`` is in its input shard: the same row, unless the run explained
+    a selection (``explain --ids/--limit``); then found by its id."""
+    job = json.loads(_attr(output, "job") or "{}").get("input", {})
+    if "rows" not in job:
+        return row
+    if "ids" not in data:  # ids are dataset positions
+        return int(id_) - int(job["first_id"])
+    stored = [i.decode() if isinstance(i, bytes) else str(i) for i in data["ids"][()]]
+    return stored.index(id_)
 
 
 def _attr(file: h5py.File, name: str) -> str:
