@@ -10,20 +10,24 @@ import dataclasses
 import importlib.metadata
 import itertools
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from tig_batch._bundle import InputSpec, manifest_digest, sha256
 from tig_batch._results import OutputLayout, ResultWriter, remove_parts
 from tig_batch._selection import Selection, rows_digest, selected_rows
-from tig_batch.backends import Bundle
+from tig_batch.backends import Bundle, SessionSettings, load_bundle
 from tig_batch.data import DatasetInfo, iter_rows, open_dataset
-from tig_batch.errors import DataError
+from tig_batch.errors import DataError, ModelError
+from tig_batch.job import Job, Plan, job_record
+from tig_batch.job import ShardTask as JobTask
+from tig_batch.job import plan as plan_job
 from tig_batch.pipeline import ExplainConfig, Explanations, explain_batches
 
 
@@ -310,3 +314,115 @@ def finished_output(path: Path, job: dict[str, Any]) -> Path | None:
     except (OSError, KeyError, ValueError):
         return None
     return path if recorded == job else None
+
+
+# ------------------------------------------------------------------ the run spine: run(job)
+
+
+class Scheduler(Protocol):
+    """Runs a plan's shard tasks (each with :func:`run_shard`); the outputs, in task order."""
+
+    def run(self, plan: Plan, on_images: Callable[[int], None] | None) -> list[Path]: ...
+
+
+@dataclass(frozen=True)
+class LocalScheduler:
+    """Shard after shard in this process, with the bundle opened once."""
+
+    def run(self, plan: Plan, on_images: Callable[[int], None] | None = None) -> list[Path]:
+        with plan.job.runtime.torch_threads():
+            bundle = open_bundle(plan.job, plan.bundle_digest)
+            return [run_shard(bundle, plan, task, on_images) for task in plan.tasks]
+
+
+def run(
+    job: Job | Plan,
+    scheduler: Scheduler | None = None,
+    on_images: Callable[[int], None] | None = None,
+) -> list[Path]:
+    """Explain every shard of ``job`` into its output directory; the outputs, in order.
+
+    ``job`` is planned first unless it is a :class:`~tig_batch.job.Plan` already (plan once
+    to know the total for a progress bar, then run the plan). ``scheduler`` defaults to
+    :class:`LocalScheduler`; :class:`tig_batch.distributed.DaskScheduler` runs on Dask.
+    Finished outputs of the same job are kept, partial ones resume; ``on_images(n)`` hears
+    of images as they are done (or found done).
+    """
+    planned = job if isinstance(job, Plan) else plan_job(job)
+    make_output_dir(planned.job.output)
+    return (scheduler or LocalScheduler()).run(planned, on_images)
+
+
+def open_bundle(job: Job, digest: str) -> Bundle:
+    """The job's bundle opened with its runtime, refused unless it is the one planned."""
+    if manifest_digest(job.bundle) != digest:
+        raise ModelError(
+            f"{job.bundle}: this process ({os.uname().nodename}) sees another bundle than the "
+            "one planned; workers need the same files at the same paths"
+        )
+    runtime = job.runtime
+    settings = SessionSettings(
+        runtime.threads, runtime.graph_optimization, runtime.device, runtime.spin_wait
+    )
+    return load_bundle(job.bundle, runtime.backend, settings, runtime.internal_batch_size)
+
+
+def run_shard(
+    bundle: Bundle, plan: Plan, task: JobTask, on_images: Callable[[int], None] | None = None
+) -> Path:
+    """One shard: keep its finished output of this same job, else explain it, resuming from
+    its committed batches. What every scheduler runs per shard."""
+    record = job_record(plan, task)
+    output = plan.job.output / task.output_name
+    if not plan.job.storage.overwrite and finished_output(output, record):
+        remove_parts(output)  # left when a run was killed between its rename and its cleanup
+        if on_images:
+            on_images(task.count)
+        return output
+    return _explain_shard(bundle, plan, task, record, on_images)
+
+
+def _explain_shard(
+    bundle: Bundle,
+    plan: Plan,
+    task: JobTask,
+    record: dict[str, Any],
+    on_images: Callable[[int], None] | None,
+) -> Path:
+    job, storage = plan.job, plan.job.storage
+    layout = OutputLayout(task.count, storage.batch_size, storage.dtype, storage.compression)
+    writer = ResultWriter(job.output / task.output_name, layout, record, storage.overwrite)
+    pending = set(writer.pending())
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if on_images:
+        on_images(task.count - sum(layout.count(chunk) for chunk in pending))
+    rows = np.arange(task.count) if task.rows is None else task.rows
+    batches = iter_rows(
+        task.dataset, task.shard, rows, storage.batch_size, offset=task.first_id,
+        allow_non_finite=job.config.on_bad_image == "skip",
+    )  # fmt: skip
+    # the same iterator a Python pipeline uses; tee hands each batch's ids to the writer
+    todo, todo_ids = itertools.tee(b for b in batches if b.start // storage.batch_size in pending)
+    results = explain_batches(
+        bundle.classifier, bundle.manifold, todo, job.config, task.first_id, job.runtime.device
+    )
+    try:
+        for batch, result in zip(todo_ids, _naming(task.shard, results), strict=True):
+            writer.write_chunk(batch.start // storage.batch_size, result, np.asarray(batch.ids))
+            if on_images:
+                on_images(len(batch))
+    except BaseException:
+        writer.abandon()
+        raise
+    writer.finish(
+        {
+            "bundle_manifest_sha256": plan.bundle_digest,
+            "input_shard": str(task.shard.resolve()),
+            "input_size": record["input"]["size"],
+            "input_sha256": record["input"]["sha256"],
+            "versions": json.dumps(_versions()),
+            "started_at": started,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    )
+    return writer.output

@@ -9,9 +9,11 @@ from tig_batch.backends._base import (
 )
 from tig_batch.backends._load import BackendName, Bundle, load_bundle
 from tig_batch.backends._onnx import OnnxClassifier, OnnxManifold, SessionSettings
+from tig_batch.backends._runtime import DEFAULT_INTERNAL_BATCH_SIZE, Runtime
 from tig_batch.backends._torch import TorchClassifier, TorchManifold
 
 __all__ = [
+    "DEFAULT_INTERNAL_BATCH_SIZE",
     "BackendName",
     "Bundle",
     "Classifier",
@@ -19,6 +21,7 @@ __all__ = [
     "Manifold",
     "OnnxClassifier",
     "OnnxManifold",
+    "Runtime",
     "SecondOrderClassifier",
     "SessionSettings",
     "TorchClassifier",

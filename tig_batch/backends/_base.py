@@ -11,13 +11,11 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
-ExplainedOutput = Literal["logit", "probability"]
+from tig_batch.backends._runtime import DEFAULT_INTERNAL_BATCH_SIZE
 
-DEFAULT_INTERNAL_BATCH_SIZE = 256
-"""Samples per model call unless asked otherwise (images x quadrature nodes, or decoder
-Jacobian rows). With the demo CNN on 2 CPU threads, ``tig-batch explain`` on the 1,000 mnist-5k
-test digits ran 2-6% faster with 256 than with 512 on ONNX Runtime and 13% faster on torch
-eager, whose speed falls as a call's activations outgrow the caches (docs/performance.md)."""
+__all__ = ["DEFAULT_INTERNAL_BATCH_SIZE"]  # until every importer takes it from the package
+
+ExplainedOutput = Literal["logit", "probability"]
 
 
 @runtime_checkable
