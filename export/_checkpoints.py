@@ -129,7 +129,7 @@ def export_checkpoints(
     one of ``autoencoder`` and ``autoencoder_spec`` (+ ``autoencoder_weights``) the
     autoencoder, whose module has ``.encoder`` and ``.decoder``. The bundle holds the ONNX
     graphs, copies of the torch files (weights, metadata, a ``file.py`` factory's source) and
-    the recipe for ``load_bundle(..., "torch")``. Without a tig-batch checkpoint, the input
+    the recipe for ``load_bundle(..., Runtime("torch"))``. Without a tig-batch checkpoint, the input
     spec and class names come from ``verify_data``.
     """
     classifier = _source("classifier", checkpoint, model_spec, weights)

@@ -30,8 +30,14 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from tig_batch._bundle import CLASSIFIER, CLASSIFIER_FORWARD, DECODER_JVP, ENCODER, InputSpec
-from tig_batch.backends import ExplainedOutput, TorchClassifier, TorchManifold
-from tig_batch.backends._onnx import OnnxClassifier, OnnxManifold, SessionSettings
+from tig_batch.backends import (
+    ExplainedOutput,
+    OnnxClassifier,
+    OnnxManifold,
+    Runtime,
+    TorchClassifier,
+    TorchManifold,
+)
 from tig_batch.errors import ModelError
 
 DEFAULT_TOLERANCE = 1e-4
@@ -146,7 +152,7 @@ def verify_export(
     the largest reference value), or when every image is at a max-pool tie.
     """
     classifier, encoder, decoder = models
-    settings = SessionSettings()
+    settings = Runtime()
     onnx_classifier = OnnxClassifier(
         staging / CLASSIFIER, output, n_classes, settings, staging / CLASSIFIER_FORWARD
     )

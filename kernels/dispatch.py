@@ -17,7 +17,8 @@ from typing import Literal
 
 import torch
 
-from tig_batch.kernels.ig_accumulate_project import IGProjection, ig_accumulate_project_ref
+from tig_batch.engine._projection import IGProjection
+from tig_batch.kernels.ig_accumulate_project import ig_accumulate_project_ref
 from tig_batch.kernels.interpolate_path import interpolate_path_ref
 from tig_batch.kernels.tangential_step import tangential_step_ref
 
@@ -54,7 +55,13 @@ def use_kernels(choice: KernelChoice) -> Iterator[None]:
 
 
 def wants_triton(*tensors: torch.Tensor | None) -> bool:
-    """Whether this call goes to Triton under the current setting."""
+    """Whether this call goes to Triton under the current setting.
+
+    Never when autograd records through one of the tensors: the kernels have no backward,
+    and the exact base-point search differentiates through the path.
+    """
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return False
     choice = kernel_choice()
     if choice == "torch":
         return False

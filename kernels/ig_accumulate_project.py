@@ -11,11 +11,11 @@ Memory traffic: reads ``g`` (B*K*d), ``x``, ``a`` (2*B*d) and ``U`` (B*d*r) once
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from tig_batch.engine._projection import IGProjection
 from tig_batch.kernels._triton import (
     accumulator,
     check_launch,
@@ -26,18 +26,6 @@ from tig_batch.kernels._triton import (
     tl_dtype,
     triton_cdiv,
 )
-
-
-@dataclass(frozen=True)
-class IGProjection:
-    """What one IG evaluation yields per image; vectors are flattened to (B, d)."""
-
-    mean_gradient: torch.Tensor  # G (B, d)
-    attributions: torch.Tensor  # v = (x - a) * G (B, d)
-    attribution_sum: torch.Tensor  # sum_i v_i (B,)
-    norm: torch.Tensor  # ||v|| (B,)
-    projection: torch.Tensor | None  # U^T v (B, r); None without a basis
-    alignment: torch.Tensor | None  # mu (B,), NaN where v = 0; None without a basis
 
 
 def _check(

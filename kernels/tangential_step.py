@@ -3,7 +3,8 @@
 With the mean path gradient ``G`` held fixed, ``dv/da = -diag(G)``, so
 ``dmu/da = -G * (U U^T v / (||v|| ||U^T v||) - mu v / ||v||^2)``. The step moves ``a`` along
 that gradient (normalised to unit l2 length by default, so the learning rate is the step's
-length in input units) and clips to the value range.
+length in input units) and clips to the value range. The math is the search's
+(``tig_batch/engine/_ascent.py``); the torch twin composes it, the kernel fuses it.
 
 Memory traffic: reads ``v``, ``G``, ``a`` (3*B*d) and ``U`` (B*d*r), writes ``a`` (B*d).
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from tig_batch.engine._ascent import ascent_step, mu_gradient
 from tig_batch.kernels._triton import (
     accumulator,
     check_launch,
@@ -25,46 +27,6 @@ from tig_batch.kernels._triton import (
     tl_dtype,
     triton_cdiv,
 )
-
-
-def mu_cotangent_ref(
-    attributions: torch.Tensor, basis: torch.Tensor, projection: torch.Tensor
-) -> torch.Tensor:
-    """``dmu/dv = U U^T v / (||v|| ||U^T v||) - mu v / ||v||^2`` (B, d); zero where undefined.
-
-    ``mu`` is not differentiable where ``v`` or ``U^T v`` vanishes; the ascent then stays put.
-    """
-    v_norm = torch.linalg.vector_norm(attributions, dim=1, keepdim=True)
-    p_norm = torch.linalg.vector_norm(projection, dim=1, keepdim=True)
-    tangent_part = torch.bmm(basis, projection[:, :, None]).squeeze(2) / (v_norm * p_norm)
-    cotangent = tangent_part - (p_norm / v_norm) * attributions / v_norm**2
-    defined = (v_norm > 0) & (p_norm > 0)
-    return torch.where(defined, cotangent, torch.zeros_like(cotangent))
-
-
-def mu_gradient_ref(
-    attributions: torch.Tensor,
-    mean_gradient: torch.Tensor,
-    basis: torch.Tensor,
-    projection: torch.Tensor,
-) -> torch.Tensor:
-    """Frozen-path ``dmu/da = -G * dmu/dv`` (B, d)."""
-    return -mean_gradient * mu_cotangent_ref(attributions, basis, projection)
-
-
-def ascent_step_ref(
-    baselines: torch.Tensor,
-    grad: torch.Tensor,
-    lr: torch.Tensor | float,
-    value_range: tuple[float, float],
-    normalize: bool = True,
-) -> torch.Tensor:
-    """``clip(a + lr * grad / ||grad||)`` per image (``lr`` a float or (B,)); zero grad stays."""
-    if normalize:
-        g_norm = torch.linalg.vector_norm(grad, dim=1, keepdim=True)
-        grad = grad / torch.where(g_norm > 0, g_norm, torch.ones_like(g_norm))
-    lr = torch.as_tensor(lr, dtype=grad.dtype, device=grad.device).reshape(-1, 1)
-    return (baselines + lr * grad).clamp_(*value_range)
 
 
 def tangential_step_ref(
@@ -85,8 +47,8 @@ def tangential_step_ref(
     tensors = (attributions, mean_gradient, basis, projection, baselines)
     compute = functools.reduce(torch.promote_types, (t.dtype for t in tensors), torch.float32)
     v, mean, u, p, a = (t.to(compute) for t in tensors)
-    grad = mu_gradient_ref(v, mean, u, p)
-    return ascent_step_ref(a, grad, lr, value_range, normalize).to(baselines.dtype)
+    grad = mu_gradient(v, mean, u, p)
+    return ascent_step(a, grad, lr, value_range, normalize).to(baselines.dtype)
 
 
 # --- Triton ------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from tig_batch import (
     optimal_baselines,
     tangent_space,
 )
-from tig_batch.backends import load_bundle
+from tig_batch.backends import Runtime, load_bundle
 from tig_batch.data import iter_batches, resolve_dataset
 from tig_batch.engine._ig import explained_outputs, resolve_target
 
@@ -82,7 +82,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     variants = dict(v.split("=", 1) for v in args.search) if args.search else VARIANTS
-    bundle = load_bundle(args.bundle, args.backend)
+    bundle = load_bundle(args.bundle, Runtime(args.backend))
     data = resolve_dataset(args.data, "test") if not Path(args.data).exists() else args.data
     images = torch.from_numpy(next(iter_batches(data, args.images, labels=False)).images)
     model, value_range = bundle.classifier, bundle.manifest.input.value_range

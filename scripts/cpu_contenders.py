@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tig_batch.backends import SessionSettings, explained_value, load_bundle
+from tig_batch.backends import Runtime, explained_value, load_bundle
 from tig_batch.export import gradient_graph
 from tig_batch.export._trace import TracedGraph, _state, _trace, fold_batch_norm
 
@@ -171,10 +171,10 @@ def contenders(
     bundle: Path, threads: int, batch: int, scratch: Path
 ) -> tuple[dict[str, Call], dict[str, str]]:
     """Every contender that loads at this batch size, and why the others did not."""
-    settings = SessionSettings(threads=threads)
-    reference = load_bundle(bundle, "torch", settings).classifier
-    onnx = load_bundle(bundle, "onnx", settings).classifier
-    shape = tuple(load_bundle(bundle, "onnx", settings).manifest.input.shape)
+    runtime = Runtime(threads=threads)
+    reference = load_bundle(bundle, Runtime("torch", threads=threads)).classifier
+    loaded = load_bundle(bundle, runtime)
+    onnx, shape = loaded.classifier, tuple(loaded.manifest.input.shape)
     example = torch.rand(2, *shape)
     module = reference.module  # type: ignore[attr-defined]
     flat = scratch / "classifier_no_maxunpool.onnx"

@@ -9,7 +9,7 @@ bought by collapsing the gap explains nothing), with the library's own path end 
 2. models: trains the classifier and the autoencoder, or reuses them from ``--work-dir``
    (cached by a hash of the data and the training settings, so a second run never retrains);
 3. bundle: exports both to ONNX (``tig_batch.export.export_checkpoints``), also cached;
-4. explain: every method on the test split through ``tig_batch.runner.run_task``, the code
+4. explain: every method on the test split through ``tig_batch.run`` on a ``Job``, the code
    behind ``tig-batch explain`` (resumable: a rerun keeps finished outputs);
 5. ablations (each one flag away, on the first ``--ablation-images`` test images, results
    cached per variant): Gaussian ``sigma``, tangent dimension ``n``, the optimiser's learning

@@ -12,7 +12,7 @@ from torch import nn
 
 import tig_batch as tig
 from tig_batch._bundle import CLASSIFIER, MANIFEST, InputSpec, read_manifest
-from tig_batch.backends import OnnxClassifier, SessionSettings, load_bundle
+from tig_batch.backends import OnnxClassifier, Runtime, load_bundle
 from tig_batch.errors import ModelError
 from tig_batch.export import export_bundle, gradient_graph
 from tig_batch.export._trace import save_onnx
@@ -68,7 +68,7 @@ def _exported(model: nn.Module, tmp_path: Path, output: str = "logit") -> OnnxCl
         gradient_graph(model, output, example), (example, torch.zeros(2, dtype=torch.long)),
         path, ["x", "target"], ["logits", "grad"],
     )  # fmt: skip
-    return OnnxClassifier(path, output, 3, SessionSettings())
+    return OnnxClassifier(path, output, 3, Runtime())
 
 
 def _assert_gradients_match(model: nn.Module, onnx: OnnxClassifier, output: str) -> None:
@@ -183,7 +183,7 @@ def test_bundle_manifest_records_what_it_holds(bundle: Path) -> None:
 
 
 def test_ig_and_alignment_agree_across_backends(bundle: Path) -> None:
-    loaded = load_bundle(bundle, "onnx", SessionSettings(threads=1), internal_batch_size=5)
+    loaded = load_bundle(bundle, Runtime(threads=1, internal_batch_size=5))
     encoder, decoder = _autoencoder()
     images = torch.rand(5, 4, 9, 9, generator=torch.Generator().manual_seed(5))
     results = []
@@ -227,7 +227,7 @@ def test_logits_come_from_the_forward_graph_and_bundles_without_it_still_load(
 ) -> None:
     images = torch.rand(6, 4, 9, 9, generator=torch.Generator().manual_seed(6))
     expected = tig.TorchClassifier(_classifier()).logits(images)
-    loaded = load_bundle(bundle, "onnx", SessionSettings(threads=1))
+    loaded = load_bundle(bundle, Runtime(threads=1))
     assert loaded.classifier._forward is not None
     torch.testing.assert_close(loaded.classifier.logits(images), expected, rtol=1e-5, atol=1e-5)
 
@@ -236,7 +236,7 @@ def test_logits_come_from_the_forward_graph_and_bundles_without_it_still_load(
     manifest = json.loads((bundle / MANIFEST).read_text())
     del manifest["files"]["classifier_forward.onnx"]
     (older / MANIFEST).write_text(json.dumps(manifest))
-    loaded = load_bundle(older, "onnx", SessionSettings(threads=1))
+    loaded = load_bundle(older, Runtime(threads=1))
     assert loaded.classifier._forward is None
     torch.testing.assert_close(loaded.classifier.logits(images), expected, rtol=1e-5, atol=1e-5)
 
@@ -244,8 +244,8 @@ def test_logits_come_from_the_forward_graph_and_bundles_without_it_still_load(
 def test_onnx_workers_do_not_spin_wait_unless_asked(bundle: Path) -> None:
     """Idle ORT workers spinning between runs hold the cores torch needs in between."""
     key = "session.intra_op.allow_spinning"
-    for settings, spinning in ((SessionSettings(), "0"), (SessionSettings(spin_wait=True), None)):
-        loaded = load_bundle(bundle, "onnx", settings)
+    for runtime, spinning in ((Runtime(), "0"), (Runtime(spin_wait=True), None)):
+        loaded = load_bundle(bundle, runtime)
         sessions = [loaded.classifier._session, loaded.classifier._forward]
         sessions += [loaded.manifold._encoder, loaded.manifold._jvp]
         for session in sessions:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tig_batch as tig
-from tig_batch.backends import OnnxClassifier, SessionSettings
+from tig_batch.backends import OnnxClassifier, Runtime
 from tig_batch.export import gradient_graph
 from tig_batch.export._conv_pool import ConvMaxPool2d, conv_max_pool2d, fuse_conv_max_pool
 from tig_batch.export._trace import save_onnx
@@ -62,7 +62,7 @@ def _exported(model: nn.Module, example: torch.Tensor, path: Path) -> OnnxClassi
     target = torch.zeros(example.shape[0], dtype=torch.long)
     graph = gradient_graph(model, "logit", example)
     save_onnx(graph, (example, target), path, ["x", "target"], ["logits", "grad"])
-    return OnnxClassifier(path, "logit", 3, SessionSettings())
+    return OnnxClassifier(path, "logit", 3, Runtime())
 
 
 @pytest.mark.slow

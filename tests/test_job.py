@@ -1,32 +1,36 @@
-"""The run spine: a Job planned once, then run; its outputs are the earlier path's, bit for bit."""
+"""The run spine: a Job planned once, then run by a scheduler; what its outputs record."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pickle
 from collections import Counter
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from torch import nn
 
+import tig_batch as tig
 import tig_batch.job as job_module
 from tig_batch._bundle import InputSpec
-from tig_batch._selection import Selection
-from tig_batch.backends import Runtime, SessionSettings, load_bundle
+from tig_batch.cli import main
 from tig_batch.data import Records, ShardSpec, write_shards
-from tig_batch.engine import BaselineSearch
+from tig_batch.errors import DataError
 from tig_batch.job import Job, Storage, plan
-from tig_batch.pipeline import ExplainConfig
-from tig_batch.runner import RunOptions, explain_dataset, run
 
-CONFIG = ExplainConfig(
+CONFIG = tig.ExplainConfig(
     methods=("tangential", "zero", "uniform", "smoothgrad"), n_steps=6,
-    search=BaselineSearch(n_iterations=3, n_steps=2), smoothgrad_samples=2,
-    internal_batch_size=16,
+    search=tig.BaselineSearch(n_iterations=3, n_steps=2), smoothgrad_samples=2,
 )  # fmt: skip
+CHEAP = [
+    "--methods", "tangential,zero,uniform,smoothgrad", "--n-steps", "6", "--search-iterations",
+    "3", "--search-n-steps", "2", "--smoothgrad-samples", "2", "--batch-size", "5",
+    "--threads", "1", "-q",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -55,70 +59,132 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _datasets(path: Path) -> dict[str, np.ndarray]:
-    found: dict[str, np.ndarray] = {}
-    with h5py.File(path, "r") as file:
-        file.visititems(
-            lambda name, item: found.__setitem__(name, item[()])
-            if isinstance(item, h5py.Dataset) else None
-        )  # fmt: skip
-    return found
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    """Counts of planning (inputs opened), compatibility checks and shard hashes."""
+    counted: Counter = Counter()
 
-
-def _job_attr(path: Path) -> dict:
-    with h5py.File(path, "r") as file:
-        return json.loads(file.attrs["job"])
-
-
-@pytest.mark.parametrize(
-    "selection", [Selection(), Selection(("2-13",), limit=7)], ids=["all", "selected"]
-)
-def test_run_job_writes_what_explain_dataset_wrote_bit_for_bit(
-    bundle: Path, data: Path, tmp_path: Path, selection: Selection
-) -> None:
-    """The earlier path (explain_dataset with a loaded bundle and RunOptions) against
-    run(Job): every dataset byte for byte and the recorded job equal."""
-    runtime = Runtime(threads=1, internal_batch_size=16)
-    with runtime.torch_threads():  # what the command line set before a run, too
-        old = explain_dataset(
-            load_bundle(bundle, "onnx", SessionSettings(threads=1), 16), [data],
-            tmp_path / "old", CONFIG, RunOptions(batch_size=5, selection=selection),
-        )  # fmt: skip
-    job = Job(bundle, (data,), tmp_path / "new", CONFIG, runtime, Storage(5), selection)
-    new = run(job)
-    assert [p.name for p in new] == [p.name for p in old] and len(new) >= 2
-    for before, after in zip(old, new, strict=True):
-        want, got = _datasets(before), _datasets(after)
-        assert sorted(got) == sorted(want)
-        for name, value in want.items():
-            assert got[name].dtype == value.dtype and got[name].tobytes() == value.tobytes(), name
-        assert _job_attr(after) == _job_attr(before)
-
-
-def test_plan_the_compatibility_check_and_the_shard_hash_run_once(
-    bundle: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A run opens its inputs once (one plan), checks each shard once, and hashes each shard
-    once; a rerun that finds the outputs finished hashes each once more and explains none."""
-    calls: Counter = Counter()
-
-    def counted(name, function):  # type: ignore[no-untyped-def]
+    def counting(name, function):  # type: ignore[no-untyped-def]
         def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-            key = (name, Path(args[0]).name) if name == "sha256" else name
-            calls[key] += 1
+            counted[(name, Path(args[0]).name) if name == "sha256" else name] += 1
             return function(*args, **kwargs)
 
         return wrapper
 
-    monkeypatch.setattr(job_module, "_open", counted("plan", job_module._open))
-    check = counted("check", job_module.check_compatible)
-    monkeypatch.setattr(job_module, "check_compatible", check)
-    monkeypatch.setattr(job_module, "sha256", counted("sha256", job_module.sha256))
-    job = Job(bundle, (data,), tmp_path, CONFIG, Runtime(threads=1), Storage(5))
-    outputs = run(job)
-    shards = [p.name for p in outputs]
-    assert len(shards) == 3
-    assert calls == Counter({"plan": 1, "check": 3, **{("sha256", s): 1 for s in shards}})
-    calls.clear()
-    assert run(plan(job)) == outputs
-    assert calls == Counter({"plan": 1, "check": 3, **{("sha256", s): 1 for s in shards}})
+    monkeypatch.setattr(job_module, "_open", counting("plan", job_module._open))
+    monkeypatch.setattr(
+        job_module, "check_compatible", counting("check", job_module.check_compatible)
+    )
+    monkeypatch.setattr(job_module, "sha256", counting("sha256", job_module.sha256))
+    return counted
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():  # type: ignore[no-untyped-def]
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_job_is_planned_checked_and_hashed_once_per_run_and_shard(
+    bundle: Path, data: Path, tmp_path: Path, calls: Counter
+) -> None:
+    """Through the command line: the inputs are opened once (one plan), each shard is checked
+    once and hashed once; a rerun that finds the outputs finished hashes each once more and
+    explains none."""
+    names = ("test-00000.h5", "test-00001.h5", "test-00002.h5")
+    once = Counter({"plan": 1, "check": 3, **{("sha256", name): 1 for name in names}})
+    for attempt in range(2):
+        result = CliRunner().invoke(main, ["explain", str(bundle), str(data), "-o",
+                                           str(tmp_path), *CHEAP])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert calls == once, attempt
+        calls.clear()
+    job = Job(bundle, (data,), tmp_path, CONFIG, tig.Runtime(threads=1), Storage(5))
+    assert [p.name for p in tig.run(plan(job))] == list(names)
+    assert calls == once
+
+
+def test_the_job_record_is_what_determines_the_content(bundle: Path, data: Path) -> None:
+    """The record every output carries: the configuration (one seed, the bundle's value
+    range), the bundle, the backend, the shard, the storage; not how it was computed."""
+    planned = plan(Job(bundle, (data,), Path("out"), CONFIG))
+    record = job_module.job_record(planned, planned.tasks[0])
+    assert set(record) == {
+        "config", "bundle_manifest_sha256", "backend", "input", "batch_size", "dtype",
+        "compression",
+    }  # fmt: skip
+    assert record["config"]["seed"] == 0 and "seed" not in record["config"]["search"]
+    assert "internal_batch_size" not in record["config"]
+    assert record["config"]["value_range"] == [0.0, 1.0]
+    assert set(record["input"]) == {"name", "size", "sha256", "first_id"}
+    faster = plan(
+        Job(bundle, (data,), Path("out"), CONFIG, tig.Runtime(threads=2, internal_batch_size=7))
+    )
+    assert job_module.job_record(faster, faster.tasks[0]) == record
+    other = plan(Job(bundle, (data,), Path("out"), CONFIG, tig.Runtime("torch")))
+    assert job_module.job_record(other, other.tasks[0]) != record
+
+
+def test_a_job_pickles_and_its_parts_refuse_bad_values(bundle: Path, data: Path) -> None:
+    job = Job(bundle, (data,), Path("out"), CONFIG, tig.Runtime(threads=2), Storage(7))
+    assert pickle.loads(pickle.dumps(job)) == job
+    planned = plan(job)
+    assert pickle.loads(pickle.dumps(planned.only(planned.tasks[1]))).tasks[0].shard == (
+        planned.tasks[1].shard
+    )
+    for bad in (
+        lambda: tig.Runtime(backend="tensorflow"), lambda: tig.Runtime(device="tpu"),
+        lambda: tig.Runtime(threads=0), lambda: tig.Runtime(internal_batch_size=0),
+        lambda: Storage(batch_size=0), lambda: Storage(dtype="int8"),  # type: ignore[arg-type]
+        lambda: Storage(compression="zip"), lambda: Job(bundle, (), Path("out")),  # type: ignore[arg-type]
+    ):  # fmt: skip
+        with pytest.raises(ValueError):
+            bad()
+
+
+def test_resume_keeps_the_job_and_another_job_needs_overwrite(
+    bundle: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stopped after its first batch resumes under the same job, whatever the runtime
+    (threads, samples per call), computing only the missing batches; a job that explains
+    differently is refused until --overwrite."""
+    from tig_batch._results import ResultWriter
+
+    job = Job(bundle, (data.parent / "data" / "test-00000.h5",), tmp_path / "whole", CONFIG,
+              tig.Runtime(threads=1), Storage(3))  # fmt: skip
+    (whole,) = tig.run(job)
+    written: list[int] = []
+    original = ResultWriter.write_chunk
+
+    def stop_after_one(self, chunk, result, ids):  # type: ignore[no-untyped-def]
+        if written:
+            raise KeyboardInterrupt
+        written.append(chunk)
+        original(self, chunk, result, ids)
+
+    stopped = Job(job.bundle, job.inputs, tmp_path / "resumed", CONFIG, job.runtime, Storage(3))
+    monkeypatch.setattr(ResultWriter, "write_chunk", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        tig.run(stopped)
+    monkeypatch.setattr(
+        ResultWriter, "write_chunk", lambda *a: written.append(a[1]) or original(*a)
+    )
+    faster = tig.Runtime(threads=2, internal_batch_size=7)
+    (resumed,) = tig.run(Job(job.bundle, job.inputs, stopped.output, CONFIG, faster, Storage(3)))
+    assert written == [0, 1, 2]  # the first batch before the stop, then only the missing ones
+    with h5py.File(whole, "r") as want, h5py.File(resumed, "r") as got:
+        assert got.attrs["job"] == want.attrs["job"]
+        assert json.loads(got.attrs["runtime"])["internal_batch_size"] == 7
+        for name in ("alignment/tangential", "attributions/uniform", "baselines/tangential"):
+            torch.testing.assert_close(got[name][()], want[name][()], rtol=1e-3, atol=1e-4)
+
+    reseeded = dataclasses.replace(CONFIG, seed=1)
+    other = Job(job.bundle, job.inputs, stopped.output, reseeded, storage=Storage(3))
+    with pytest.raises(DataError, match="exists; rerun with --overwrite to replace it"):
+        tig.run(other)
+    replaced = Storage(3, overwrite=True)
+    (overwritten,) = tig.run(Job(job.bundle, job.inputs, stopped.output, other.config,
+                                 storage=replaced))  # fmt: skip
+    with h5py.File(overwritten, "r") as file:
+        assert json.loads(file.attrs["job"])["config"]["seed"] == 1

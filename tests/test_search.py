@@ -17,9 +17,9 @@ from tig_batch import (
     quadrature,
     tangent_basis,
 )
+from tig_batch.engine import IGProjection
 from tig_batch.engine._ig import integrate
 from tig_batch.engine._search import OPTIMIZERS, _StepSize, alignment_gradient, projection_step
-from tig_batch.kernels.ig_accumulate_project import IGProjection
 
 
 def _random_tangent(batch: int, r: int, seed: int = 0) -> TangentSpace:

@@ -157,7 +157,7 @@ def test_on_real_digits_it_beats_the_constrained_paper_style_ascent_at_less_cost
     given several times its gradient evaluations."""
     from tig_batch.backends import load_bundle
 
-    bundle = load_bundle(digits_bundle, "onnx")
+    bundle = load_bundle(digits_bundle)
     images = torch.from_numpy(digits[0][:24].astype(np.float32) / 255)
     tangent = tangent_space(bundle.manifold, images)
     ours, ascent = (

@@ -1,12 +1,15 @@
-"""Explain datasets on a Dask cluster: one task per input shard, the bundle loaded once per worker.
+"""Run a job on a Dask cluster: one task per input shard, the bundle loaded once per worker.
 
-The client plans the shards and checks them against the bundle's manifest; each task runs
-:func:`tig_batch.runner.run_task` on a worker, the same function the local scheduler runs, so
-outputs, crash-safety and resuming are exactly the local scheduler's. Workers need the bundle,
-the inputs and the output directory at the same paths as the client (a shared file system).
+:class:`DaskScheduler` is the scheduler :func:`tig_batch.run` takes for Dask. The client plans
+the job (every shard checked against the bundle's manifest before any worker starts); each
+task carries the :class:`~tig_batch.job.Job`, the manifest digest the client checked and one
+shard, and runs :func:`tig_batch.runner.run_shard` on a worker, the function the local
+scheduler runs, so outputs, crash-safety and resuming are exactly the local scheduler's.
+Workers need the bundle, the inputs and the output directory at the same paths as the client
+(a shared file system).
 
-ONNX Runtime sessions cannot be pickled, so tasks carry a :class:`BundleRef` (where the bundle
-is and how to open it) and each worker process keeps the one bundle it last opened.
+ONNX Runtime sessions cannot be pickled, so each worker process opens the bundle the job names
+and keeps the one it last opened.
 
 Progress: a worker logs ``(shard, images done)`` on a Dask event topic after every committed
 batch; the client keeps the largest count per shard (a retried task resumes from its committed
@@ -28,39 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tig_batch._bundle import manifest_digest, read_manifest
-from tig_batch.backends import Bundle, SessionSettings, load_bundle
-from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE
-from tig_batch.backends._load import BackendName
-from tig_batch.errors import ModelError, TigBatchError
-from tig_batch.pipeline import ExplainConfig
-from tig_batch.runner import (
-    RunOptions,
-    ShardTask,
-    check_input,
-    check_target,
-    make_output_dir,
-    plan,
-    run_task,
-)
+from tig_batch.backends import Bundle, Runtime
+from tig_batch.errors import TigBatchError
+from tig_batch.job import Job, Plan, ShardTask
+from tig_batch.runner import open_bundle, run_shard
 
 if TYPE_CHECKING:
     from distributed import Client
 
 INSTALL_HINT = "the Dask scheduler needs Dask: pip install 'tig-batch[dask]'"
 POLL_SECONDS = 0.2
-
-
-@dataclass(frozen=True)
-class BundleRef:
-    """What a task carries instead of the bundle: where it is, how to open it, and the
-    ``manifest.json`` digest the client checked (a worker that sees another bundle refuses)."""
-
-    path: Path
-    backend: BackendName
-    settings: SessionSettings
-    internal_batch_size: int
-    digest: str
 
 
 @dataclass(frozen=True)
@@ -86,55 +66,49 @@ class ShardsFailedError(TigBatchError):
         )
 
 
-def explain_dataset_dask(
-    bundle: Path | str,
-    inputs: Sequence[str | Path],
-    output_dir: Path,
-    config: ExplainConfig,
-    options: RunOptions,
-    *,
-    backend: BackendName = "onnx",
-    settings: SessionSettings | None = None,
-    internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE,
-    address: str | None = None,
-    n_workers: int | None = None,
-    client: Client | None = None,
-    on_images: Callable[[int], None] | None = None,
-) -> list[Path]:
-    """:func:`tig_batch.runner.explain_dataset` on a Dask cluster; the output paths, in order.
+@dataclass(frozen=True)
+class DaskScheduler:
+    """Every shard one Dask task. Give exactly one of ``address`` (a running scheduler,
+    ``tcp://host:port``), ``n_workers`` (start a local cluster of that many single-threaded
+    worker processes, closed when the run ends) or ``client`` (a connected
+    :class:`distributed.Client`, left open).
 
-    Give exactly one of ``address`` (a running scheduler, ``tcp://host:port``), ``n_workers``
-    (start a local cluster of that many single-threaded worker processes, closed on return)
-    or ``client`` (a connected :class:`distributed.Client`, left open). Finished outputs of the
-    same job are kept, partial ones resume. If some shards fail the others still finish, and
+    With ``n_workers`` and no ``threads`` in the job's runtime, each worker process gets its
+    share of this machine's cores. If some shards fail the others still finish, and
     :class:`ShardsFailedError` lists the failures with their errors.
     """
-    if sum(x is not None for x in (address, n_workers, client)) != 1:
-        raise ValueError("give exactly one of address, n_workers or client")
-    _import_distributed()
-    bundle = Path(bundle).resolve()
-    manifest = read_manifest(bundle)  # checksums, before any worker starts
-    ref = BundleRef(
-        bundle, backend, settings or SessionSettings(), internal_batch_size,
-        manifest_digest(bundle),
-    )  # fmt: skip
-    tasks = [_absolute(task) for task in plan(inputs, options.selection)]
-    for task in tasks:
-        check_input(manifest.input, bundle, task.dataset)
-        check_target(config, manifest.n_classes, task.dataset)
-    output_dir = Path(output_dir).resolve()
-    make_output_dir(output_dir)
-    with _connected(address, n_workers, client) as connected:
-        return _run(connected, ref, tasks, output_dir, config, options, on_images)
+
+    address: str | None = None
+    n_workers: int | None = None
+    client: Client | None = None
+
+    def __post_init__(self) -> None:
+        if sum(x is not None for x in (self.address, self.n_workers, self.client)) != 1:
+            raise ValueError("give exactly one of address, n_workers or client")
+        _import_distributed()  # before any work: say how to install it
+
+    def run(self, plan: Plan, on_images: Callable[[int], None] | None = None) -> list[Path]:
+        job = _absolute(plan.job)
+        if self.n_workers and job.runtime.threads is None:
+            threads = max(1, (os.cpu_count() or 1) // self.n_workers)
+            job = dataclasses.replace(
+                job, runtime=dataclasses.replace(job.runtime, threads=threads)
+            )
+        tasks = [dataclasses.replace(t, shard=t.shard.absolute()) for t in plan.tasks]
+        with _connected(self.address, self.n_workers, self.client) as connected:
+            return _run(connected, job, plan.bundle_digest, tasks, on_images)
+
+
+def _absolute(job: Job) -> Job:
+    """Workers may run elsewhere (with another working directory): absolute paths only."""
+    return dataclasses.replace(job, bundle=job.bundle.resolve(), output=job.output.resolve())
 
 
 def _run(
     client: Client,
-    ref: BundleRef,
+    job: Job,
+    digest: str,
     tasks: list[ShardTask],
-    output_dir: Path,
-    config: ExplainConfig,
-    options: RunOptions,
     on_images: Callable[[int], None] | None,
 ) -> list[Path]:
     run = uuid.uuid4().hex[:12]
@@ -151,7 +125,7 @@ def _run(
     futures = []
     for index, task in enumerate(tasks):
         key = f"tig-batch-explain-{task.output_name}-{run}"
-        arguments = (ref, task, output_dir, config, options, topic, index)
+        arguments = (job, digest, task, topic, index)
         futures.append(client.submit(_worker_task, *arguments, key=key, pure=False))
     reported = 0
     outputs: dict[int, Path] = {}
@@ -198,11 +172,6 @@ def _failure(task: ShardTask, future: Any) -> ShardFailure:
     return ShardFailure(task.shard, f"{type(error).__name__}: {message}", trace)
 
 
-def _absolute(task: ShardTask) -> ShardTask:
-    """Workers may run elsewhere (with another working directory): absolute paths only."""
-    return dataclasses.replace(task, shard=task.shard.resolve())
-
-
 @contextlib.contextmanager
 def _connected(
     address: str | None, n_workers: int | None, client: Client | None
@@ -242,43 +211,24 @@ def _import_distributed() -> Any:
 
 # ---------------------------------------------------------------------------- on the workers
 
-_BUNDLES: dict[BundleRef, Bundle] = {}
+_BUNDLES: dict[tuple[Path, Runtime, str], Bundle] = {}
 _BUNDLES_LOCK = threading.Lock()
 
 
-def _worker_bundle(ref: BundleRef) -> Bundle:
-    """The bundle ``ref`` names, opened once per process and reused by every later task.
-
-    Only the last bundle is kept. Raises :class:`ModelError` if the bundle on this worker is
-    not the one the client checked (another file at that path, or changed since).
-    """
+def _worker_bundle(job: Job, digest: str) -> Bundle:
+    """The job's bundle, opened once per process and reused by every later task of the same
+    bundle and runtime. Only the last bundle is kept. Raises
+    :class:`~tig_batch.errors.ModelError` if the bundle on this worker is not the one the
+    client checked (another file at that path, or changed since)."""
+    key = (job.bundle, job.runtime, digest)
     with _BUNDLES_LOCK:
-        if ref not in _BUNDLES:
-            if manifest_digest(ref.path) != ref.digest:
-                raise ModelError(
-                    f"{ref.path}: this worker ({os.uname().nodename}) sees another bundle than "
-                    "the client checked; workers need the same files at the same paths"
-                )
-            if ref.settings.threads:
-                import torch
-
-                torch.set_num_threads(ref.settings.threads)
+        if key not in _BUNDLES:
             _BUNDLES.clear()
-            _BUNDLES[ref] = load_bundle(
-                ref.path, ref.backend, ref.settings, ref.internal_batch_size
-            )
-        return _BUNDLES[ref]
+            _BUNDLES[key] = open_bundle(job, digest)
+        return _BUNDLES[key]
 
 
-def _worker_task(
-    ref: BundleRef,
-    task: ShardTask,
-    output_dir: Path,
-    config: ExplainConfig,
-    options: RunOptions,
-    topic: str,
-    index: int,
-) -> Path:
+def _worker_task(job: Job, digest: str, task: ShardTask, topic: str, index: int) -> Path:
     from distributed import get_worker
 
     worker = get_worker()
@@ -289,4 +239,6 @@ def _worker_task(
         done += n
         worker.log_event(topic, (index, done))
 
-    return run_task(_worker_bundle(ref), task, output_dir, config, options, report)
+    with job.runtime.torch_threads():
+        bundle = _worker_bundle(job, digest)
+        return run_shard(bundle, Plan(job, digest, (task,)), task, report)

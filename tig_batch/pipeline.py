@@ -14,8 +14,7 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 
-from tig_batch.backends import Classifier, Manifold
-from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE
+from tig_batch.backends import DEFAULT_INTERNAL_BATCH_SIZE, Classifier, Manifold
 from tig_batch.engine import (
     Attribution,
     BaselineSearch,
@@ -52,7 +51,10 @@ class ExplainConfig:
 
     ``method`` is the IG quadrature rule and ``n_steps`` its nodes for the final attributions
     (the base-point search has its own in ``search``). ``target`` is ``predicted``, ``label``
-    (needs labels) or a class index.
+    (needs labels) or a class index. ``seed`` seeds everything random, per image: the uniform
+    and Gaussian base-points, SmoothGrad's noise and a random search start. How the models
+    run (backend, device, threads, samples per call) is not here but in
+    :class:`~tig_batch.backends.Runtime`.
     """
 
     methods: tuple[str, ...] = METHODS
@@ -67,7 +69,6 @@ class ExplainConfig:
     smoothgrad_sigma: float = 0.02
     smoothgrad_samples: int = 25
     rtol: float = 1e-6
-    internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE
     on_bad_image: Literal["error", "skip"] = "error"
 
     def __post_init__(self) -> None:
@@ -149,10 +150,11 @@ def _explain_finite(
     labels: torch.Tensor | None,
     sample_ids: torch.Tensor,
     config: ExplainConfig,
+    ibs: int,
 ) -> Explanations:
     target, prediction = _targets(classifier, images, labels, config)
     tangent = tangent_space(manifold, images, config.rtol)
-    ibs, attributions, deltas, gaps, flags = config.internal_batch_size, {}, {}, {}, {}
+    attributions, deltas, gaps, flags = {}, {}, {}, {}
     baselines = frontier = reference = None
     if any(name in IG_METHODS for name in config.methods):
         reference = reference_gaps(classifier, images, target, config.value_range)
@@ -162,7 +164,7 @@ def _explain_finite(
             if name == "tangential":
                 search = optimal_baselines(
                     classifier, images, tangent, target, config.value_range, config.search,
-                    sample_ids, ibs,
+                    sample_ids, ibs, config.seed,
                 )  # fmt: skip
                 baselines, frontier = search.baselines, search.frontier
                 flags[name][search.degenerate.cpu()] |= Flag.DEGENERATE
@@ -178,7 +180,7 @@ def _explain_finite(
             )
             deltas[name], gaps[name] = result.delta, result.output_gap
         else:
-            result = _gradient_explainer(name, classifier, images, target, sample_ids, config)
+            result = _gradient_explainer(name, classifier, images, target, sample_ids, config, ibs)
         attributions[name] = result.attributions
     mu = {name: alignment(value, tangent.basis) for name, value in attributions.items()}
     for name, value in mu.items():
@@ -196,8 +198,8 @@ def _gradient_explainer(
     target: torch.Tensor,
     sample_ids: torch.Tensor,
     config: ExplainConfig,
+    ibs: int,
 ) -> Attribution:
-    ibs = config.internal_batch_size
     if name == "gradient":
         return gradient(classifier, images, target, ibs)
     if name == "inputxgrad":
@@ -215,13 +217,15 @@ def explain(
     labels: torch.Tensor | np.ndarray | None = None,
     sample_ids: torch.Tensor | np.ndarray | None = None,
     config: ExplainConfig | None = None,
+    internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE,
 ) -> Explanations:
     """Explain one batch of images (B, C, H, W) with every configured method.
 
     ``sample_ids`` (default ``0..B-1``) seed the random base-points and SmoothGrad per image,
     so an image's results do not depend on the batch it arrives in. Images with NaN or Inf
     pixels raise :class:`DataError`, or with ``on_bad_image="skip"`` get NaN results and the
-    ``NON_FINITE_INPUT`` flag.
+    ``NON_FINITE_INPUT`` flag. At most ``internal_batch_size`` samples go through the
+    classifier per call.
     """
     config = config or ExplainConfig()
     images = torch.as_tensor(images)
@@ -231,7 +235,9 @@ def explain(
     ids = torch.arange(len(images)) if sample_ids is None else torch.as_tensor(sample_ids)
     finite = torch.isfinite(images.flatten(1)).all(1)
     if bool(finite.all()):
-        return _explain_finite(classifier, manifold, images, labels, ids, config)
+        return _explain_finite(
+            classifier, manifold, images, labels, ids, config, internal_batch_size
+        )
     if config.on_bad_image == "error":
         bad = ids[~finite.cpu()].tolist()
         raise DataError(
@@ -242,7 +248,7 @@ def explain(
         raise DataError("every image in this batch has NaN or Inf pixels")
     kept = _explain_finite(
         classifier, manifold, images[finite], None if labels is None else labels[finite],
-        ids[finite.cpu()], config,
+        ids[finite.cpu()], config, internal_batch_size,
     )  # fmt: skip
     return _fill_skipped(kept, finite, ids, images)
 
@@ -282,6 +288,7 @@ def explain_batches(
     config: ExplainConfig | None = None,
     first_id: int = 0,
     device: torch.device | str | None = None,
+    internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE,
 ) -> Iterator[Explanations]:
     """Explain a stream of batches (arrays, tensors, or the data reader's batches), lazily.
 
@@ -291,7 +298,7 @@ def explain_batches(
     ``first_id + start``, so a stream that skips batches, as a resumed run does, numbers the
     rest exactly as the full stream would; one that carries ``rows`` (the reader's batches of
     selected images) numbers its images ``first_id + rows``. Images are moved to ``device``
-    when one is given.
+    when one is given; ``internal_batch_size`` bounds the samples per model call.
     """
     next_id = first_id
     for batch in batches:
@@ -304,4 +311,4 @@ def explain_batches(
             ids = first_id + torch.as_tensor(batch.rows, dtype=torch.long)
         next_id = start + len(images)
         images = torch.as_tensor(images, device=device)
-        yield explain(classifier, manifold, images, labels, ids, config)
+        yield explain(classifier, manifold, images, labels, ids, config, internal_batch_size)

@@ -1,14 +1,13 @@
 """The whole job on the built-in ``mnist-5k`` digits: data, models, bundle, explanations, report.
 
 Every step calls the same library function its own command calls (``builtin_dataset``,
-``train_classifier``/``train_autoencoder``, ``export_checkpoints``, ``explain_dataset``,
+``train_classifier``/``train_autoencoder``, ``export_checkpoints``, ``run`` on a ``Job``,
 ``write_report``). Models and the bundle are kept in a cache directory keyed by the training
 settings, so a second run only explains what is missing and redraws the report.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -172,10 +171,10 @@ def run_quickstart(
     ``progress(total, description)`` gives a bar for the explain step; trainings show their own
     bars when ``progress`` is given.
     """
-    from tig_batch.backends import load_bundle
+    from tig_batch.job import Job, Storage, plan
     from tig_batch.pipeline import ExplainConfig
     from tig_batch.report import write_report
-    from tig_batch.runner import RunOptions, explain_dataset
+    from tig_batch.runner import run
 
     say = log or (lambda message: None)
     out, seconds = Path(out_dir), {}
@@ -201,21 +200,19 @@ def run_quickstart(
     checkpoints, bundle, reused = built.checkpoints, built.bundle, list(built.reused)
     clock = time.perf_counter()
 
-    n_images = open_dataset(inputs).count
-    say(f"[5/6] explain: {n_images} test images, {len(settings.methods)} methods")
-    search = dataclasses.replace(settings.search, seed=settings.seed)
     config = ExplainConfig(
-        methods=settings.methods, n_steps=settings.n_steps, search=search, seed=settings.seed,
-        smoothgrad_samples=settings.smoothgrad_samples,
+        methods=settings.methods, n_steps=settings.n_steps, search=settings.search,
+        seed=settings.seed, smoothgrad_samples=settings.smoothgrad_samples,
     )  # fmt: skip
-    options = RunOptions(settings.batch_size, overwrite=overwrite or built.retrained)
-    loaded = load_bundle(bundle, "onnx")
+    storage = Storage(settings.batch_size, overwrite=overwrite or built.retrained)
     explained = out / "explained"
+    planned = plan(Job(bundle, (inputs,), explained, config, storage=storage))
+    say(f"[5/6] explain: {planned.n_images} test images, {len(settings.methods)} methods")
     if progress is None:
-        outputs = explain_dataset(loaded, [inputs], explained, config, options)
+        outputs = run(planned)
     else:
-        with progress(n_images, "explain") as bar:
-            outputs = explain_dataset(loaded, [inputs], explained, config, options, bar.update)
+        with progress(planned.n_images, "explain") as bar:
+            outputs = run(planned, on_images=bar.update)
     lap("explain")
 
     say(f"[6/6] report: {out / 'report'}")

@@ -7,9 +7,14 @@ from tig_batch.backends._base import (
     SecondOrderClassifier,
     explained_value,
 )
-from tig_batch.backends._load import BackendName, Bundle, load_bundle
-from tig_batch.backends._onnx import OnnxClassifier, OnnxManifold, SessionSettings
-from tig_batch.backends._runtime import DEFAULT_INTERNAL_BATCH_SIZE, Runtime
+from tig_batch.backends._load import Bundle, load_bundle
+from tig_batch.backends._onnx import OnnxClassifier, OnnxManifold
+from tig_batch.backends._runtime import (
+    DEFAULT_INTERNAL_BATCH_SIZE,
+    BackendName,
+    Optimization,
+    Runtime,
+)
 from tig_batch.backends._torch import TorchClassifier, TorchManifold
 
 __all__ = [
@@ -21,9 +26,9 @@ __all__ = [
     "Manifold",
     "OnnxClassifier",
     "OnnxManifold",
+    "Optimization",
     "Runtime",
     "SecondOrderClassifier",
-    "SessionSettings",
     "TorchClassifier",
     "TorchManifold",
     "explained_value",

@@ -11,10 +11,6 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
-from tig_batch.backends._runtime import DEFAULT_INTERNAL_BATCH_SIZE
-
-__all__ = ["DEFAULT_INTERNAL_BATCH_SIZE"]  # until every importer takes it from the package
-
 ExplainedOutput = Literal["logit", "probability"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from torch import nn
 
@@ -16,66 +16,63 @@ from tig_batch._bundle import (
     Manifest,
     read_manifest,
 )
-from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE, Classifier, Manifold
-from tig_batch.backends._onnx import OnnxClassifier, OnnxManifold, SessionSettings
+from tig_batch.backends._base import Classifier, Manifold
+from tig_batch.backends._onnx import OnnxClassifier, OnnxManifold
+from tig_batch.backends._runtime import Runtime
 from tig_batch.backends._torch import TorchClassifier, TorchManifold
 from tig_batch.errors import ModelError
-
-BackendName = Literal["onnx", "torch"]
 
 
 @dataclass(frozen=True)
 class Bundle:
-    """A loaded model bundle: its manifest and the two models behind the protocols."""
+    """A loaded model bundle: its manifest, the runtime it was opened with, and the two models
+    behind the protocols."""
 
     path: Path
     manifest: Manifest
-    backend: BackendName
+    runtime: Runtime
     classifier: Classifier
     manifold: Manifold
 
 
-def load_bundle(
-    path: Path | str,
-    backend: BackendName = "onnx",
-    settings: SessionSettings | None = None,
-    internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE,
-) -> Bundle:
-    """Check a bundle's manifest and checksums, then open its models with ``backend``.
+def load_bundle(path: Path | str, runtime: Runtime | None = None) -> Bundle:
+    """Check a bundle's manifest and checksums, then open its models as ``runtime`` says.
 
-    ``onnx`` runs the exported graphs in ONNX Runtime; ``torch`` rebuilds the PyTorch models
-    from the checkpoints the bundle carries, for reference runs and exact second derivatives.
+    ``runtime.backend`` ``onnx`` runs the exported graphs in ONNX Runtime; ``torch`` rebuilds
+    the PyTorch models from the checkpoints the bundle carries, for reference runs and exact
+    second derivatives.
     """
-    path, settings = Path(path), settings or SessionSettings()
+    path, runtime = Path(path), runtime or Runtime()
+    if not isinstance(runtime, Runtime):
+        raise TypeError(f"runtime must be a Runtime, e.g. Runtime('torch'), got {runtime!r}")
     manifest = read_manifest(path)
-    if backend == "onnx":
+    if runtime.backend == "onnx":
         forward = path / CLASSIFIER_FORWARD if CLASSIFIER_FORWARD in manifest.files else None
         classifier: Classifier = OnnxClassifier(
-            path / CLASSIFIER, manifest.explained_output, manifest.n_classes, settings, forward
+            path / CLASSIFIER, manifest.explained_output, manifest.n_classes, runtime, forward
         )
         manifold: Manifold = OnnxManifold(
-            path / ENCODER, path / DECODER_JVP, manifest.latent_dim, settings, internal_batch_size
+            path / ENCODER, path / DECODER_JVP, manifest.latent_dim, runtime
         )
-    elif backend == "torch":
-        classifier, manifold = _torch_models(path, manifest, settings, internal_batch_size)
     else:
-        raise ValueError(f"backend must be 'onnx' or 'torch', got {backend!r}")
-    return Bundle(path, manifest, backend, classifier, manifold)
+        classifier, manifold = _torch_models(path, manifest, runtime)
+    return Bundle(path, manifest, runtime, classifier, manifold)
 
 
 def _torch_models(
-    path: Path, manifest: Manifest, settings: SessionSettings, internal_batch_size: int
+    path: Path, manifest: Manifest, runtime: Runtime
 ) -> tuple[TorchClassifier, TorchManifold]:
     recipe = manifest.torch_models
     if "classifier" not in recipe or "autoencoder" not in recipe:
         raise ModelError(f"{path}: this bundle carries no torch models; use the onnx backend")
     module = _torch_model(path, "classifier", recipe["classifier"])
     autoencoder = _torch_model(path, "autoencoder", recipe["autoencoder"])
-    device = settings.device
+    device = runtime.device
     classifier = TorchClassifier(module.to(device), manifest.explained_output)
     manifold = TorchManifold(
-        autoencoder.encoder.to(device), autoencoder.decoder.to(device), internal_batch_size
-    )
+        autoencoder.encoder.to(device), autoencoder.decoder.to(device),
+        runtime.internal_batch_size,
+    )  # fmt: skip
     return classifier, manifold
 
 

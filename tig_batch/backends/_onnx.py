@@ -7,56 +7,34 @@ trips; elsewhere the CPU provider runs on numpy views of the tensors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
-from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE, ExplainedOutput
+from tig_batch.backends._base import ExplainedOutput
+from tig_batch.backends._runtime import Runtime
 from tig_batch.errors import ModelError
-
-Optimization = Literal["disable", "basic", "extended", "all"]
-
-
-@dataclass(frozen=True)
-class SessionSettings:
-    """ONNX Runtime settings: intra-op threads (None: ORT's default), graph optimisation level,
-    the device (``cpu`` or ``cuda[:N]``) the sessions run on, and whether ORT's idle worker
-    threads spin-wait for work on the CPU.
-
-    ``spin_wait`` is off by default: the engine runs torch between ORT calls (interpolation,
-    accumulation, the search's steps), and workers that spin after a run hold the cores torch
-    needs. With it off, the demo CNN's default search on 64 digits took 1.5 s instead of
-    1.9 s on 2 threads (1.9 s instead of 4.2 s while the search ran a forward pass per step;
-    ``docs/performance.md``).
-    """
-
-    threads: int | None = None
-    optimization: Optimization = "all"
-    device: str = "cpu"
-    spin_wait: bool = False
 
 
 class _Session:
     """One ``InferenceSession`` and how to feed it torch tensors on its device."""
 
-    def __init__(self, path: Path, settings: SessionSettings) -> None:
+    def __init__(self, path: Path, runtime: Runtime) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        if settings.threads:
-            options.intra_op_num_threads = settings.threads
-        if not settings.spin_wait:
+        if runtime.threads:
+            options.intra_op_num_threads = runtime.threads
+        if not runtime.spin_wait:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[settings.optimization]
-        self.device = torch.device(settings.device)
+        }[runtime.graph_optimization]
+        self.device = torch.device(runtime.device)
         if self.device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise ModelError("device cuda needs onnxruntime-gpu (pip install 'tig-batch[gpu]')")
@@ -109,11 +87,12 @@ class OnnxClassifier:
         path: Path,
         output: ExplainedOutput,
         n_classes: int,
-        settings: SessionSettings,
+        runtime: Runtime | None = None,
         forward: Path | None = None,
     ) -> None:
-        self._session = _Session(path, settings)
-        self._forward = None if forward is None else _Session(forward, settings)
+        runtime = runtime or Runtime()
+        self._session = _Session(path, runtime)
+        self._forward = None if forward is None else _Session(forward, runtime)
         self.output: ExplainedOutput = output
         self.n_classes = n_classes
 
@@ -142,22 +121,19 @@ class OnnxClassifier:
 class OnnxManifold:
     """A :class:`~tig_batch.backends.Manifold` on exported encoder and decoder-JVP graphs.
 
-    The Jacobian is assembled from JVPs with one-hot tangents, ``internal_batch_size`` rows at a
-    time, laid out as (B*n) rows outside the graph so the graph keeps a plain batch dimension.
+    The Jacobian is assembled from JVPs with one-hot tangents, the runtime's
+    ``internal_batch_size`` rows at a time, laid out as (B*n) rows outside the graph so the
+    graph keeps a plain batch dimension.
     """
 
     def __init__(
-        self,
-        encoder: Path,
-        decoder_jvp: Path,
-        latent_dim: int,
-        settings: SessionSettings,
-        internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE,
+        self, encoder: Path, decoder_jvp: Path, latent_dim: int, runtime: Runtime | None = None
     ) -> None:
-        self._encoder = _Session(encoder, settings)
-        self._jvp = _Session(decoder_jvp, settings)
+        runtime = runtime or Runtime()
+        self._encoder = _Session(encoder, runtime)
+        self._jvp = _Session(decoder_jvp, runtime)
         self.latent_dim = latent_dim
-        self.internal_batch_size = internal_batch_size
+        self.internal_batch_size = runtime.internal_batch_size
 
     def encode(self, inputs: torch.Tensor) -> torch.Tensor:
         device = self._encoder.device

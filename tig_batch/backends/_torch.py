@@ -5,11 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tig_batch.backends._base import (
-    DEFAULT_INTERNAL_BATCH_SIZE,
-    ExplainedOutput,
-    explained_value,
-)
+from tig_batch.backends._base import ExplainedOutput, explained_value
+from tig_batch.backends._runtime import DEFAULT_INTERNAL_BATCH_SIZE
 
 
 class TorchClassifier:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tig_batch.backends import SessionSettings, load_bundle
+from tig_batch.backends import Runtime, load_bundle
 from tig_batch.bench._measure import alternate
 from tig_batch.bench.reference import reference_ig, reference_tangential
 from tig_batch.engine import (
@@ -61,7 +61,7 @@ def tangential(
     images: torch.Tensor,
     target: torch.Tensor,
     settings: E2ESettings,
-    session: SessionSettings,
+    runtime: Runtime,
     searches: Mapping[str, BaselineSearch],
     say: Progress,
 ) -> tuple[list[TangentialRow], float]:
@@ -70,8 +70,9 @@ def tangential(
     Both sides explain against the same tangent bases (computed once, outside the timings:
     the returned rate, images/s, is that shared step's) and end with an ``n_steps`` IG.
     """
-    onnx = load_bundle(bundle, "onnx", session)
-    module = load_bundle(bundle, "torch", session).classifier.module  # type: ignore[attr-defined]
+    onnx = load_bundle(bundle, runtime)
+    torch_runtime = dataclasses.replace(runtime, backend="torch")
+    module = load_bundle(bundle, torch_runtime).classifier.module  # type: ignore[attr-defined]
     start = time.perf_counter()
     tangent = tangent_space(onnx.manifold, images)
     tangent_rate = len(images) / (time.perf_counter() - start)

@@ -19,7 +19,7 @@ import torch
 from tig_batch.bench._gpu_compare import compare_outputs
 
 if TYPE_CHECKING:
-    from tig_batch.backends import SessionSettings
+    from tig_batch.backends import BackendName, Runtime
     from tig_batch.bench.gpu import Check, GpuCheckSettings, Say
     from tig_batch.pipeline import ExplainConfig
 
@@ -274,14 +274,17 @@ def explain_config(settings: GpuCheckSettings, methods: tuple[str, ...]) -> Expl
     return dataclasses.replace(
         base, methods=methods, search=search, n_steps=settings.n_steps or base.n_steps,
         smoothgrad_samples=settings.smoothgrad_samples or base.smoothgrad_samples,
-        internal_batch_size=settings.internal_batch_size,
     )  # fmt: skip
 
 
-def _session(settings: GpuCheckSettings) -> SessionSettings:
-    from tig_batch.backends import SessionSettings
+def _runtime(settings: GpuCheckSettings, backend: BackendName) -> Runtime:
+    """How the check's in-process steps run ``backend`` on the device."""
+    from tig_batch.backends import Runtime
 
-    return SessionSettings(threads=settings.device_threads, device=settings.device)
+    return Runtime(
+        backend, settings.device, settings.device_threads,
+        internal_batch_size=settings.internal_batch_size,
+    )  # fmt: skip
 
 
 def _synchronize(device: str) -> None:
@@ -302,9 +305,7 @@ def throughput(check: Check) -> dict[str, Any]:
     failures = {}
     for backend in s.backends:
         try:
-            loaded = load_bundle(
-                check.data("models")["bundle"], backend, _session(s), s.internal_batch_size
-            )  # type: ignore[arg-type]
+            loaded = load_bundle(check.data("models")["bundle"], _runtime(s, backend))
         except Exception as error:
             failures[backend] = _error(error)
             continue
@@ -315,8 +316,9 @@ def throughput(check: Check) -> dict[str, Any]:
                 start = time.monotonic()
                 batches = part.split(s.batch_size)
                 for _ in explain_batches(
-                    loaded.classifier, loaded.manifold, batches, config, 0, s.device
-                ):
+                    loaded.classifier, loaded.manifold, batches, config, 0, s.device,
+                    s.internal_batch_size,
+                ):  # fmt: skip
                     pass
                 _synchronize(s.device)
             rates[backend][method] = len(images) / (time.monotonic() - start)
@@ -326,25 +328,24 @@ def throughput(check: Check) -> dict[str, Any]:
 def captum(check: Check) -> dict[str, Any]:
     """Captum's IG against ours on the device: ``bench e2e``'s plain IG, every contender at
     its best internal batch size."""
-    from tig_batch.backends import load_bundle
+    from tig_batch.backends import Runtime, load_bundle
     from tig_batch.bench._measure import gradient_flops
     from tig_batch.bench.e2e import plain_ig, test_images
 
     s, bundle = check.settings, check.data("models")["bundle"]
-    session = _session(s)
     usable, failures = [], {}
     for backend in s.backends:
         try:
-            load_bundle(bundle, backend, session)  # type: ignore[arg-type]
+            load_bundle(bundle, _runtime(s, backend))
             usable.append(backend)
         except Exception as error:
             failures[backend] = _error(error)
-    cpu_module = load_bundle(bundle, "torch").classifier.module  # type: ignore[attr-defined]
-    device_module = load_bundle(bundle, "torch", session).classifier
+    cpu_module = load_bundle(bundle, Runtime("torch")).classifier.module  # type: ignore[attr-defined]
+    device_module = load_bundle(bundle, _runtime(s, "torch")).classifier
     images = test_images(s.captum.n_images, SHAPE).to(s.device)
     target = device_module.logits(images).argmax(1)
     rows, flops = plain_ig(
-        bundle, images, target, s.captum, session, gradient_flops(cpu_module, SHAPE),
+        bundle, images, target, s.captum, _runtime(s, "onnx"), gradient_flops(cpu_module, SHAPE),
         tuple(usable),
     )  # fmt: skip
     return {

@@ -6,12 +6,12 @@ import functools
 import statistics
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from tig_batch.backends import Classifier, SessionSettings, TorchClassifier, load_bundle
+from tig_batch.backends import Classifier, Runtime, TorchClassifier, load_bundle
 from tig_batch.bench._measure import median_seconds
 
 
@@ -61,7 +61,7 @@ def time_backends(
     """
     if threads:
         torch.set_num_threads(threads)
-    settings = SessionSettings(threads=threads or torch.get_num_threads())
+    runtime = Runtime(threads=threads or torch.get_num_threads())
     with tempfile.TemporaryDirectory() as scratch:
         if bundle is None:
             if progress:
@@ -69,8 +69,8 @@ def time_backends(
             bundle = Path(scratch) / "demo"
             reference: Classifier = TorchClassifier(demo_bundle(bundle))
         else:
-            reference = load_bundle(bundle, "torch", settings).classifier
-        onnx = load_bundle(bundle, "onnx", settings)
+            reference = load_bundle(bundle, replace(runtime, backend="torch")).classifier
+        onnx = load_bundle(bundle, runtime)
         backends = {"torch": reference, "onnx": onnx.classifier}
         spec = onnx.manifest.input
         generator = torch.Generator().manual_seed(0)

@@ -24,8 +24,7 @@ from typing import Any
 
 import torch
 
-from tig_batch.backends import SessionSettings, load_bundle
-from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE
+from tig_batch.backends import DEFAULT_INTERNAL_BATCH_SIZE, BackendName, Runtime, load_bundle
 from tig_batch.bench._e2e_tangential import TangentialRow, search_with_overrides, tangential
 from tig_batch.bench._measure import (
     FlopReport,
@@ -145,16 +144,20 @@ def plain_ig(
     images: torch.Tensor,
     target: torch.Tensor,
     settings: E2ESettings,
-    session: SessionSettings,
+    runtime: Runtime,
     per_evaluation: float,
-    backends: tuple[str, ...] = ("torch", "onnx"),
+    backends: tuple[BackendName, ...] = ("torch", "onnx"),
 ) -> tuple[list[PlainRow], FlopReport]:
     """Captum and tig-batch on each of ``backends``, on the same images, nodes and targets,
     each at every internal batch size of ``settings``; rows report each at its fastest.
-    On a GPU (``images`` and ``session`` on one) every timed call ends by synchronising."""
+    On a GPU (``images`` and ``runtime`` on one) every timed call ends by synchronising."""
     integrated = _captum_ig()
-    module = load_bundle(bundle, "torch", session).classifier.module  # type: ignore[attr-defined]
-    classifiers = {name: load_bundle(bundle, name, session).classifier for name in backends}
+    torch_runtime = dataclasses.replace(runtime, backend="torch")
+    module = load_bundle(bundle, torch_runtime).classifier.module  # type: ignore[attr-defined]
+    classifiers = {
+        name: load_bundle(bundle, dataclasses.replace(runtime, backend=name)).classifier
+        for name in backends
+    }
     k = settings.n_steps
 
     def captum(ibs: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -315,9 +318,9 @@ def run_e2e(
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
-    session = SessionSettings(threads=torch.get_num_threads())
+    runtime = Runtime("torch", threads=torch.get_num_threads())
     try:
-        loaded = load_bundle(bundle, "torch", session)
+        loaded = load_bundle(bundle, runtime)
         if loaded.manifest.explained_output != "logit":
             raise ModelError(
                 f"{bundle} explains the {loaded.manifest.explained_output}; the benchmark (and "
@@ -332,12 +335,13 @@ def run_e2e(
             f"{settings.matmul_size}^3 float32 matrix product"
         )
         n = settings.n_images
-        plain, flops = plain_ig(bundle, images[:n], target[:n], settings, session, per_evaluation)
-        tang, tangent_rate = tangential(bundle, images, target, settings, session, searches, say)
+        runtime = dataclasses.replace(runtime, backend="onnx")
+        plain, flops = plain_ig(bundle, images[:n], target[:n], settings, runtime, per_evaluation)
+        tang, tangent_rate = tangential(bundle, images, target, settings, runtime, searches, say)
         curves = (
             []
             if settings.scaling is None
-            else scaling_curves(bundle, settings.scaling, session, say)
+            else scaling_curves(bundle, settings.scaling, runtime, say)
         )
     finally:
         torch.set_num_threads(previous)
@@ -347,7 +351,7 @@ def run_e2e(
         "captum": _captum_version(),
     }
     return E2EResult(
-        str(bundle), session.threads, _settings_dict(settings, searches), flops, plain, tang,
+        str(bundle), runtime.threads, _settings_dict(settings, searches), flops, plain, tang,
         tangent_rate, curves, _goals(plain, tang), versions,
     )  # fmt: skip
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tig_batch.backends import BackendName
 from tig_batch.bench.e2e import E2ESettings, _finite
 from tig_batch.quickstart import QuickstartSettings
 
@@ -63,7 +64,7 @@ class GpuCheckSettings:
         default_factory=lambda: QuickstartSettings(classifier_epochs=3, autoencoder_epochs=10)
     )
     n_images: int = 1000
-    backends: tuple[str, ...] = ("onnx", "torch")
+    backends: tuple[BackendName, ...] = ("onnx", "torch")
     batch_size: int = 250  # explain's --batch-size, both runs
     internal_batch_size: int = 2048  # explain's --internal-batch-size, both runs
     n_steps: int | None = None

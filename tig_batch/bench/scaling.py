@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tig_batch.backends import Classifier, SessionSettings, load_bundle
-from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE
+from tig_batch.backends import DEFAULT_INTERNAL_BATCH_SIZE, Classifier, Runtime, load_bundle
 from tig_batch.bench._measure import median_seconds
 from tig_batch.engine import (
     BaselineSearch,
@@ -123,12 +122,12 @@ def measure_point(
 def scaling_curves(
     bundle: Path,
     grid: ScalingGrid,
-    settings: SessionSettings,
+    runtime: Runtime,
     progress: Progress | None = None,
 ) -> list[ScalingCurve]:
     """The four curves: batch size, n_steps, image size (d = C*H*W) and tangent rank."""
     say = progress or (lambda message: None)
-    loaded = load_bundle(bundle, "onnx", settings)
+    loaded = load_bundle(bundle, runtime)
     own_shape, n_classes = tuple(loaded.manifest.input.shape), loaded.manifest.n_classes
     g = grid
 
@@ -149,7 +148,7 @@ def scaling_curves(
     rank_points = [at(rank=r, plain=False) for r in g.ranks]  # plain IG has no rank
     curves.append(_curve("tangent rank", g.ranks, rank_points))
     own = (own_shape, n_classes, loaded.classifier)
-    curves.append(_image_size_curve(g, own, settings, say))
+    curves.append(_image_size_curve(g, own, runtime, say))
     return curves
 
 
@@ -167,7 +166,7 @@ def _curve(
 def _image_size_curve(
     grid: ScalingGrid,
     own: tuple[tuple[int, ...], int, Classifier],
-    settings: SessionSettings,
+    runtime: Runtime,
     say: Progress,
 ) -> ScalingCurve:
     """Images/s against ``d``: the bundle's own shape uses its classifier, the others the
@@ -185,7 +184,7 @@ def _image_size_curve(
                 say(f"scaling: exporting the demo CNN for {name} images")
                 path = Path(scratch) / name
                 demo_bundle(path, shape)
-                classifier = load_bundle(path, "onnx", settings).classifier
+                classifier = load_bundle(path, runtime).classifier
             say(f"scaling: image size {name}")
             values.append(math.prod(shape))
             rates.append(

@@ -16,6 +16,7 @@ from tig_batch.engine._ig import (
     reference_gaps,
     resolve_target,
 )
+from tig_batch.engine._projection import IGProjection
 from tig_batch.engine._quadrature import RULES, Quadrature, Rule, quadrature
 from tig_batch.engine._search import BaselineSearch, SearchResult, optimal_baselines
 from tig_batch.engine._tangent import (
@@ -33,6 +34,7 @@ __all__ = [
     "Attribution",
     "BaselineKind",
     "BaselineSearch",
+    "IGProjection",
     "Quadrature",
     "Rule",
     "SearchResult",

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from tig_batch.backends import Classifier
+from tig_batch.backends import DEFAULT_INTERNAL_BATCH_SIZE, Classifier
 from tig_batch.engine._baselines import seeded_noise
 from tig_batch.engine._ig import (
-    DEFAULT_INTERNAL_BATCH_SIZE,
     Attribution,
     Target,
     input_gradients,

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from tig_batch.backends import Classifier, explained_value
-from tig_batch.backends._base import DEFAULT_INTERNAL_BATCH_SIZE
+from tig_batch.backends import DEFAULT_INTERNAL_BATCH_SIZE, Classifier, explained_value
+from tig_batch.engine._projection import IGProjection
 from tig_batch.engine._quadrature import Quadrature, quadrature
 from tig_batch.kernels.dispatch import ig_accumulate_project, interpolate_path
-from tig_batch.kernels.ig_accumulate_project import IGProjection
 
 Target = int | torch.Tensor | None
 

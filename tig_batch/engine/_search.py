@@ -27,24 +27,22 @@ from typing import Literal
 
 import torch
 
-from tig_batch.backends import Classifier, SecondOrderClassifier
+from tig_batch.backends import DEFAULT_INTERNAL_BATCH_SIZE, Classifier, SecondOrderClassifier
+from tig_batch.engine._ascent import ascent_step, mu_cotangent
 from tig_batch.engine._baselines import BaselineKind, ValueRange, make_baselines
 from tig_batch.engine._frontier import Frontier
 from tig_batch.engine._ig import (
-    DEFAULT_INTERNAL_BATCH_SIZE,
     Target,
     explained_outputs,
     integrate,
     reference_gaps,
     resolve_target,
 )
+from tig_batch.engine._projection import IGProjection
 from tig_batch.engine._quadrature import Quadrature, Rule, quadrature
 from tig_batch.engine._surrogate import SurrogateSteps
 from tig_batch.engine._tangent import TangentSpace
-from tig_batch.kernels.dispatch import tangential_step
-from tig_batch.kernels.ig_accumulate_project import IGProjection
-from tig_batch.kernels.interpolate_path import interpolate_path_ref
-from tig_batch.kernels.tangential_step import ascent_step_ref, mu_cotangent_ref
+from tig_batch.kernels.dispatch import interpolate_path, tangential_step
 
 OPTIMIZERS = ("surrogate", "ascent", "projection")
 
@@ -65,9 +63,10 @@ class BaselineSearch:
       networks explaining a logit) or ``exact`` (ascent only: differentiates through the
       quadrature; needs a :class:`~tig_batch.backends.SecondOrderClassifier`, i.e. the torch
       backend).
-    - ``n_iterations`` steps from the ``init`` base-point kind, each one IG evaluation with the
-      ``n_steps``-node ``method`` rule. That quadrature only has to rank base-points, so it can
-      be far coarser than the final attribution's.
+    - ``n_iterations`` steps from the ``init`` base-point kind (a random kind is seeded per
+      image by the run's seed: :func:`optimal_baselines`'s ``seed``), each one IG evaluation
+      with the ``n_steps``-node ``method`` rule. That quadrature only has to rank base-points,
+      so it can be far coarser than the final attribution's.
     - ``damping`` (``surrogate``, ``projection``): the fraction of the way to the frozen-path
       solution moved per step, in (0, 1]. ``inner_iterations`` (``surrogate``): ascent steps on
       the frozen-path problem per search step. ``anneal`` (``surrogate``): the fraction of the
@@ -104,7 +103,6 @@ class BaselineSearch:
     min_gap: float = 0.5
     degenerate_gap: float = 0.1
     gap_relative: bool = True
-    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.gradient not in ("frozen-path", "exact"):
@@ -173,10 +171,13 @@ def optimal_baselines(
     search: BaselineSearch = BaselineSearch(),
     sample_ids: torch.Tensor | None = None,
     internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE,
+    seed: int = 0,
 ) -> SearchResult:
     """Search each image's base-point for the IG explanation best aligned with its tangent space.
 
     Pass the result's ``baselines`` to :func:`integrated_gradients` for the final attribution.
+    ``seed`` and ``sample_ids`` seed a random ``search.init`` per image, as
+    :func:`make_baselines` does.
     """
     if search.gradient == "exact" and not isinstance(model, SecondOrderClassifier):
         raise TypeError(
@@ -193,7 +194,7 @@ def optimal_baselines(
     min_gap = _min_gaps(search, scale)
     aims = _GapAims(search, reference_gap, min_gap)
 
-    init = make_baselines(search.init, inputs, value_range, seed=search.seed, sample_ids=sample_ids)
+    init = make_baselines(search.init, inputs, value_range, seed=seed, sample_ids=sample_ids)
     a = init.flatten(1).clone()
     best = _Best(a.clone(), f_x)
     frontier = Frontier(len(x), f_x)
@@ -230,7 +231,7 @@ def optimal_baselines(
             )
             evaluations += 2 * rows.numel() * len(rule)
             lr = step_size.update(rows, ig.alignment)
-            new_a = ascent_step_ref(a[rows], grad, lr, value_range, search.normalize_step)
+            new_a = ascent_step(a[rows], grad, lr, value_range, search.normalize_step)
         else:
             new_a = tangential_step(
                 ig.attributions, ig.mean_gradient, basis[rows], ig.projection, a[rows],
@@ -304,7 +305,7 @@ def alignment_gradient(
     The frozen-path gradient ``-G * dmu/dv`` holds the mean path gradient fixed; ``exact``
     adds the curvature term, which needs a :class:`SecondOrderClassifier`.
     """
-    cotangent = mu_cotangent_ref(ig.attributions, basis, ig.projection)
+    cotangent = mu_cotangent(ig.attributions, basis, ig.projection)
     grad = -ig.mean_gradient * cotangent
     if exact:
         u = (inputs - baselines).flatten(1) * cotangent
@@ -417,7 +418,7 @@ def _curvature_term(
             nodes, weights = rule.nodes[k0 : k0 + node_chunk], rule.weights[k0 : k0 + node_chunk]
             with torch.enable_grad():
                 a = baselines[rows].detach().requires_grad_(True)
-                path = interpolate_path_ref(inputs[rows], a, nodes)
+                path = interpolate_path(inputs[rows], a, nodes)  # the twin: it needs autograd
                 value = model.explained_output(path, target[rows].repeat_interleave(len(nodes)))
                 (grad,) = torch.autograd.grad(value.sum(), path, create_graph=True)
                 grad = grad.view(a.shape[0], len(nodes), -1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from tig_batch.kernels.tangential_step import mu_cotangent_ref
+from tig_batch.engine._ascent import mu_cotangent
 
 #: Newton steps on the half-space multiplier; exact once inside the last linear piece.
 PROJECTION_STEPS = 10
@@ -78,7 +78,7 @@ def alignment_and_cotangent(
     projection = torch.bmm(attributions[:, None, :], basis).squeeze(1)
     v_norm = torch.linalg.vector_norm(attributions, dim=1)
     mu = torch.linalg.vector_norm(projection, dim=1) / torch.where(v_norm > 0, v_norm, 1.0)
-    return mu, mu_cotangent_ref(attributions, basis, projection)
+    return mu, mu_cotangent(attributions, basis, projection)
 
 
 def surrogate_ascent(

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tig_batch.backends import Bundle
+from tig_batch.backends import BackendName, Bundle
 from tig_batch.engine import (
     BaselineSearch,
     alignment,
@@ -196,7 +196,7 @@ def run_variant(
     model, n = bundle.classifier, len(images)
     target = model.logits(images).argmax(1)
     tangent = tangent_space(bundle.manifold, images, config.rtol)
-    ibs = config.internal_batch_size
+    ibs = bundle.runtime.internal_batch_size
     iterations, evaluations = np.zeros(n), np.zeros(n)
     degenerate = np.zeros(n, dtype=bool)
     if variant.method == "gradient":
@@ -205,7 +205,7 @@ def run_variant(
         if variant.method == "tangential":
             search = optimal_baselines(
                 model, images, tangent, target, config.value_range,
-                variant.search or config.search, ids, ibs,
+                variant.search or config.search, ids, ibs, config.seed,
             )  # fmt: skip
             baselines = search.baselines
             iterations = search.iterations.cpu().numpy().astype(float)
@@ -263,7 +263,7 @@ def ablation_result(
 
 def run_ablation(
     ablation: Ablation, data: dict[str, np.ndarray], models: Path, settings: Settings,
-    backend: str, threads: int | None, quiet: bool = False, cached_only: bool = False,
+    backend: BackendName, threads: int | None, quiet: bool = False, cached_only: bool = False,
 ) -> dict[str, VariantResult]:  # fmt: skip
     """Every variant of one ablation on the ablation images (cached per variant in
     ``models/ablations``); with ``cached_only``, only the variants already cached, and none

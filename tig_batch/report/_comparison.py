@@ -1,8 +1,9 @@
 """The study's main comparison: every method on the test split, through ``tig-batch explain``'s
 own path, summarised after each shard.
 
-The test images are explained shard by shard with :func:`tig_batch.runner.run_task` (what
-``tig-batch explain`` runs per shard), resuming from the outputs an earlier run finished; after
+The test images are explained shard by shard by :func:`tig_batch.run` on the study's
+:class:`~tig_batch.job.Job` (what ``tig-batch explain`` runs), one shard of its plan at a time,
+resuming from the outputs an earlier run finished; after
 each shard the table and figures are recomputed from the outputs finished so far, so a run
 stopped part-way still has a (partial) result to show.
 """
@@ -20,13 +21,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tig_batch.pipeline import METHODS, ExplainConfig
+from tig_batch.backends import BackendName, Runtime
+from tig_batch.job import Job, Plan, Storage, plan
+from tig_batch.pipeline import METHODS
 from tig_batch.report._examples import load_examples, select_examples
 from tig_batch.report._figures import density_figure, examples_figure
 from tig_batch.report._frontier import frontier_figure
-from tig_batch.report._reproduce import Log, Settings, digest, first_test_shards, open_bundle
+from tig_batch.report._reproduce import Log, Settings, digest, first_test_shards
 from tig_batch.report._summary import Scores, read_scores, summarize_scores
-from tig_batch.runner import RunOptions, make_output_dir, plan, run_task
+from tig_batch.runner import run
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ def summarize_outputs(
 
 
 def compare_methods(
-    models: Path, test: Path, settings: Settings, backend: str, threads: int | None,
+    models: Path, test: Path, settings: Settings, backend: BackendName, threads: int | None,
     figures: Path, log: Log, quiet: bool = False, cached_only: bool = False,
 ) -> Iterator[Comparison]:  # fmt: skip
     """Explain the first ``settings.n_images`` of ``test`` with every method, shard by shard
@@ -139,8 +142,6 @@ def compare_methods(
     With ``cached_only`` it stops at the first shard not yet finished, computing nothing.
     """
     inputs = first_test_shards(test, settings.n_images, models, settings.shard_size)
-    tasks = plan([inputs])
-    n_total = sum(task.count for task in tasks)
     main = dataclasses.replace(settings.explain, methods=METHODS, seed=settings.seed)
     runs = [
         (f"explained-{explain_key(settings, inputs.name, backend)}", main, "explain"),
@@ -150,43 +151,40 @@ def compare_methods(
     done: list[list[Path]] = [[], []]
     seconds: dict[str, float] = {}
     min_gap = settings.explain.search.min_gap if settings.explain.search.gap_relative else None
-    for run, (directory, config, label) in enumerate(runs):
-        explained = models / directory
-        log(f"{label}: {n_total} test images, {len(config.methods)} method(s) -> {explained}")
-        for output, timing in _explain_shards(
-            tasks, explained, config, settings, backend, threads, models, label, quiet,
-            cached_only,
-        ):  # fmt: skip
-            done[run].append(output)
-            if run == 0:
+    runtime, storage = Runtime(backend, threads=threads), Storage(settings.batch_size)
+    for index, (directory, config, label) in enumerate(runs):
+        bundle = models / f"bundle-n{settings.latent_dim}"
+        planned = plan(Job(bundle, (inputs,), models / directory, config, runtime, storage))
+        n_total = planned.n_images
+        log(f"{label}: {n_total} test images, {len(config.methods)} method(s) -> {directory}")
+        for output, timing in _explain_shards(planned, label, quiet, cached_only):
+            done[index].append(output)
+            if index == 0:
                 seconds.update(timing)
             yield summarize_outputs(
                 done[0], figures, seconds, settings.n_examples, n_total, done[1], min_gap
             )
-        if len(done[run]) < len(tasks):  # stopped early (cached_only): nothing more to show
+        if len(done[index]) < len(planned.tasks):  # stopped early (cached_only): no more
             return
 
 
 def _explain_shards(
-    tasks: list, explained: Path, config: ExplainConfig, settings: Settings, backend: str,
-    threads: int | None, models: Path, label: str, quiet: bool, cached_only: bool,
-) -> Iterator[tuple[Path, dict[str, float]]]:  # fmt: skip
+    planned: Plan, label: str, quiet: bool, cached_only: bool
+) -> Iterator[tuple[Path, dict[str, float]]]:
     """Each task's output, explaining the ones not finished yet; with the compute seconds of
     every finished output so far (``seconds.json`` beside them)."""
-    make_output_dir(explained)
+    explained = planned.job.output
     timing = explained / "seconds.json"  # compute seconds per finished output
     seconds = json.loads(timing.read_text()) if timing.is_file() else {}
-    n_total = sum(task.count for task in tasks)
-    with tqdm(total=n_total, desc=label, unit="img", disable=quiet, file=sys.stderr) as bar:
-        for task in tasks:
+    with tqdm(total=planned.n_images, desc=label, unit="img", disable=quiet,
+              file=sys.stderr) as bar:  # fmt: skip
+        for task in planned.tasks:
             output = explained / task.output_name
             if not (output.is_file() and task.output_name in seconds):
                 if cached_only:
                     return
                 start = time.perf_counter()
-                bundle = open_bundle(models, settings.latent_dim, backend, threads)
-                run_task(bundle, task, explained, config, RunOptions(settings.batch_size),
-                         bar.update)  # fmt: skip
+                run(planned.only(task), on_images=bar.update)
                 seconds[task.output_name] = time.perf_counter() - start
                 timing.write_text(json.dumps(seconds))
             else:

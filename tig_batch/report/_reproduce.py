@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tig_batch.backends import Bundle, SessionSettings, load_bundle
+from tig_batch.backends import BackendName, Bundle, Runtime, load_bundle
 from tig_batch.data import (
     BUILTIN_DATASETS,
     DatasetInfo,
@@ -235,9 +235,9 @@ def ensure_models(
     return models
 
 
-def open_bundle(models: Path, latent: int, backend: str, threads: int | None) -> Bundle:
+def open_bundle(models: Path, latent: int, backend: BackendName, threads: int | None) -> Bundle:
     """The bundle of the classifier and the autoencoder with latent size ``latent``."""
-    return load_bundle(models / f"bundle-n{latent}", backend, SessionSettings(threads))
+    return load_bundle(models / f"bundle-n{latent}", Runtime(backend, threads=threads))
 
 
 def first_test_shards(test: Path, n_images: int | None, directory: Path, shard_size: int) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tig_batch.backends import BackendName
 from tig_batch.engine import BaselineSearch
 from tig_batch.pipeline import METHODS
 from tig_batch.report._ablations import Ablation, VariantResult
@@ -36,7 +37,7 @@ class StudyReport:
     command: str  # the command line that gives this run, shown on the page
     splits: Splits
     settings: Settings
-    backend: str
+    backend: BackendName
     threads: int | None
     models: Models | None = None
     comparison: Comparison | None = None  # None: the main comparison was left out
@@ -220,7 +221,7 @@ def _intro(report: StudyReport) -> list[str]:
         f"`{report.splits.test}`; "
         + (
             f"{c.n_images} test images explained with every method, shard by shard, "
-            "through `tig_batch.runner.run_task` (what `tig-batch explain` runs per shard)"
+            "through `tig_batch.run` on a `Job` (what `tig-batch explain` runs)"
             if c
             else "the main comparison was left out of this run (`--skip-main`)"
         )
