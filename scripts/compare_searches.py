@@ -29,7 +29,7 @@ from tig_batch import (
 )
 from tig_batch.backends import Runtime, load_bundle
 from tig_batch.data import iter_batches, resolve_dataset
-from tig_batch.engine._ig import explained_outputs, resolve_target
+from tig_batch.engine import explained_outputs, resolve_target
 
 VARIANTS = {
     "surrogate, 60 steps of 2 nodes, min_gap 0.5 (the default)": "",

@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 
-from tig_batch.backends import DEFAULT_INTERNAL_BATCH_SIZE, Classifier, Manifold
+from tig_batch.backends import DEFAULT_INTERNAL_BATCH_SIZE, Classifier, Manifold, call_logits
 from tig_batch.engine import (
     Attribution,
     BaselineSearch,
@@ -124,7 +124,7 @@ class BatchLike(Protocol):  # may also carry ``start`` and ``rows``: see explain
 def _targets(
     classifier: Classifier, images: torch.Tensor, labels: torch.Tensor | None, config: ExplainConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    logits = classifier.logits(images)
+    logits = call_logits(classifier, images)
     prediction, n_classes = logits.argmax(1), logits.shape[1]
     if config.target == "predicted":
         return prediction, prediction

@@ -5,7 +5,11 @@ from tig_batch.backends._base import (
     ExplainedOutput,
     Manifold,
     SecondOrderClassifier,
+    call_logits,
+    call_logits_and_grad,
+    call_manifold,
     explained_value,
+    model_name,
 )
 from tig_batch.backends._load import Bundle, load_bundle
 from tig_batch.backends._onnx import OnnxClassifier, OnnxManifold
@@ -31,6 +35,10 @@ __all__ = [
     "SecondOrderClassifier",
     "TorchClassifier",
     "TorchManifold",
+    "call_logits",
+    "call_logits_and_grad",
+    "call_manifold",
     "explained_value",
     "load_bundle",
+    "model_name",
 ]

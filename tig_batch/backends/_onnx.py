@@ -95,6 +95,7 @@ class OnnxClassifier:
         self._forward = None if forward is None else _Session(forward, runtime)
         self.output: ExplainedOutput = output
         self.n_classes = n_classes
+        self.name = str(path)
 
     def logits_and_grad(
         self, inputs: torch.Tensor, target: torch.Tensor
@@ -134,6 +135,7 @@ class OnnxManifold:
         self._jvp = _Session(decoder_jvp, runtime)
         self.latent_dim = latent_dim
         self.internal_batch_size = runtime.internal_batch_size
+        self.name = f"{encoder} and {decoder_jvp.name}"
 
     def encode(self, inputs: torch.Tensor) -> torch.Tensor:
         device = self._encoder.device

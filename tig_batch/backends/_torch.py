@@ -21,6 +21,7 @@ class TorchClassifier:
             raise ValueError(f"output must be 'logit' or 'probability', got {output!r}")
         self.module = module.eval()
         self.output: ExplainedOutput = output
+        self.name = f"torch classifier {type(module).__name__}"
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -57,6 +58,7 @@ class TorchManifold:
         self.encoder = encoder.eval()
         self.decoder = decoder.eval()
         self.internal_batch_size = internal_batch_size
+        self.name = f"torch autoencoder ({type(encoder).__name__}, {type(decoder).__name__})"
 
     def encode(self, inputs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -4,6 +4,7 @@ Speed claims here are ratios of contenders timed in alternation on the same mode
 never absolute times: these machines are shared and their clocks vary.
 """
 
+from tig_batch.bench._e2e_render import plot_scaling, to_markdown
 from tig_batch.bench.backends import BackendTiming, demo_bundle, time_backends
 from tig_batch.bench.e2e import QUICK, SEARCHES, E2EResult, E2ESettings, run_e2e
 from tig_batch.bench.gpu import GpuCheckSettings, run_gpu_check
@@ -22,9 +23,11 @@ __all__ = [
     "ScalingCurve",
     "ScalingGrid",
     "demo_bundle",
+    "plot_scaling",
     "reference_tangential",
     "run_e2e",
     "run_gpu_check",
     "scaling_curves",
     "time_backends",
+    "to_markdown",
 ]

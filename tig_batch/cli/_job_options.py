@@ -16,8 +16,7 @@ import click
 
 from tig_batch._selection import Selection
 from tig_batch.backends import Runtime
-from tig_batch.engine import RULES, BaselineSearch
-from tig_batch.engine._search import OPTIMIZERS
+from tig_batch.engine import OPTIMIZERS, RULES, BaselineSearch
 from tig_batch.job import Compression, Storage
 from tig_batch.pipeline import METHODS, ExplainConfig
 

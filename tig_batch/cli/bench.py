@@ -276,7 +276,7 @@ def e2e(
         tig-batch bench e2e --bundle real-bundle --reference-images 4 --no-scaling
     """
     from tig_batch.bench import e2e as runner
-    from tig_batch.bench._e2e_render import plot_scaling, to_markdown
+    from tig_batch.bench import plot_scaling, to_markdown
 
     if figure_path is not None and no_scaling:
         raise click.UsageError("--figure draws the scaling curves: drop --no-scaling")

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from tig_batch.cli._common import log_to_stderr, progress_bar, quiet_option
-from tig_batch.report._summary import FLAGS_EXPLAINED, MethodSummary, flagged_text
+from tig_batch.report import FLAGS_EXPLAINED, MethodSummary, flagged_text
 
 
 @click.command()

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from tig_batch.cli._common import quiet_option
-from tig_batch.report._figures import COLOUR_SCALES
+from tig_batch.report import COLOUR_SCALES
 
 
 def _ids(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:

@@ -12,13 +12,14 @@ from tig_batch.engine._frontier import FRONTIER_GAP_FRACTIONS
 from tig_batch.engine._ig import (
     Attribution,
     Target,
+    explained_outputs,
     integrated_gradients,
     reference_gaps,
     resolve_target,
 )
 from tig_batch.engine._projection import IGProjection
 from tig_batch.engine._quadrature import RULES, Quadrature, Rule, quadrature
-from tig_batch.engine._search import BaselineSearch, SearchResult, optimal_baselines
+from tig_batch.engine._search import OPTIMIZERS, BaselineSearch, SearchResult, optimal_baselines
 from tig_batch.engine._tangent import (
     TangentSpace,
     alignment,
@@ -30,6 +31,7 @@ from tig_batch.engine._tangent import (
 __all__ = [
     "BASELINE_KINDS",
     "FRONTIER_GAP_FRACTIONS",
+    "OPTIMIZERS",
     "RULES",
     "Attribution",
     "BaselineKind",
@@ -43,6 +45,7 @@ __all__ = [
     "ValueRange",
     "alignment",
     "chance_level",
+    "explained_outputs",
     "gradient",
     "input_x_gradient",
     "integrated_gradients",

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 import torch
 
-from tig_batch.backends import DEFAULT_INTERNAL_BATCH_SIZE, Classifier, explained_value
+from tig_batch.backends import (
+    DEFAULT_INTERNAL_BATCH_SIZE,
+    Classifier,
+    call_logits,
+    call_logits_and_grad,
+    explained_value,
+)
 from tig_batch.engine._projection import IGProjection
 from tig_batch.engine._quadrature import Quadrature, quadrature
 from tig_batch.kernels.dispatch import ig_accumulate_project, interpolate_path
@@ -32,7 +38,7 @@ def resolve_target(model: Classifier, inputs: torch.Tensor, target: Target) -> t
     """Per-image classes (B,): the given class(es), or the predicted class when ``None``."""
     batch = inputs.shape[0]
     if target is None:
-        return model.logits(inputs).argmax(1)
+        return call_logits(model, inputs).argmax(1)
     target = torch.as_tensor(target, device=inputs.device)
     if target.dtype.is_floating_point or target.dtype == torch.bool:
         raise ValueError(f"target must hold integer class indices, got dtype {target.dtype}")
@@ -49,7 +55,7 @@ def explained_outputs(
     model: Classifier, inputs: torch.Tensor, target: torch.Tensor
 ) -> torch.Tensor:
     """``f_c`` (B,) for each image and its target, by one forward pass."""
-    return explained_value(model.logits(inputs), target, model.output)
+    return explained_value(call_logits(model, inputs), target, model.output)
 
 
 def reference_gaps(
@@ -87,7 +93,7 @@ def input_gradients(
     grads = torch.empty_like(inputs)
     for start in range(0, inputs.shape[0], internal_batch_size):
         chunk = slice(start, start + internal_batch_size)
-        grads[chunk] = model.logits_and_grad(inputs[chunk], target[chunk])[1]
+        grads[chunk] = call_logits_and_grad(model, inputs[chunk], target[chunk])[1]
     return grads
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tig_batch.backends import Manifold
+from tig_batch.backends import Manifold, call_manifold
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,7 @@ def tangent_basis(jacobian: torch.Tensor, rtol: float = 1e-6) -> TangentSpace:
 
 def tangent_space(manifold: Manifold, inputs: torch.Tensor, rtol: float = 1e-6) -> TangentSpace:
     """Tangent spaces at ``D(E(x))`` for a batch: decoder Jacobian at the code, then SVD."""
-    jacobian = manifold.decoder_jacobian(manifold.encode(inputs))
-    if jacobian.shape[:2] != (inputs.shape[0], inputs[0].numel()):
-        raise ValueError(
-            f"decoder Jacobian has shape {tuple(jacobian.shape)}; expected "
-            f"({inputs.shape[0]}, {inputs[0].numel()}, n) for inputs {tuple(inputs.shape)}"
-        )
-    return tangent_basis(jacobian.to(inputs.dtype), rtol)
+    return tangent_basis(call_manifold(manifold, inputs).to(inputs.dtype), rtol)
 
 
 def alignment(explanations: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:

@@ -6,11 +6,19 @@ chance level, example heat maps, and one self-contained HTML page holding all of
 """
 
 from tig_batch.report._examples import ExampleRef, load_examples, select_examples
-from tig_batch.report._figures import Example, density, density_figure, examples_figure
+from tig_batch.report._figures import (
+    COLOUR_SCALES,
+    Example,
+    density,
+    density_figure,
+    examples_figure,
+)
 from tig_batch.report._page import DEFAULT_EXAMPLES, Report, html_page, write_report
 from tig_batch.report._summary import (
+    FLAGS_EXPLAINED,
     MethodSummary,
     Scores,
+    flagged_text,
     markdown_table,
     read_scores,
     result_files,
@@ -20,7 +28,9 @@ from tig_batch.report._summary import (
 )
 
 __all__ = [
+    "COLOUR_SCALES",
     "DEFAULT_EXAMPLES",
+    "FLAGS_EXPLAINED",
     "Example",
     "ExampleRef",
     "MethodSummary",
@@ -29,6 +39,7 @@ __all__ = [
     "density",
     "density_figure",
     "examples_figure",
+    "flagged_text",
     "html_page",
     "load_examples",
     "markdown_table",
