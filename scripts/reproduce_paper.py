@@ -17,10 +17,10 @@ bought by collapsing the gap explains nothing), with the library's own path end 
    without the gap constraint, the gap constraint's ``min_gap``;
 6. writes ``docs/results.md`` with figures in ``docs/results/``.
 
-The study itself lives in ``tig_batch/report/``: its settings, data and models in
-``_reproduce.py``, the main comparison in ``_comparison.py``, the ablations in
-``_ablations.py``, the page in ``_results_page.py``. This file is its command line and the
-order of its steps.
+The study itself lives in ``tig_batch/study/``: its settings in ``_settings.py``, training
+and export (shared with the quickstart) in ``_build.py``, the main comparison in
+``_comparison.py``, the ablations in ``_ablations.py``, the page in ``_page.py``. This file is
+its command line and the order of its steps.
 
     python scripts/reproduce_paper.py --threads 2                   # the main table
     python scripts/reproduce_paper.py --threads 2 --all-ablations   # and every ablation
@@ -42,34 +42,33 @@ import torch
 from tig_batch.cli._common import CONTEXT_SETTINGS, UserError
 from tig_batch.data import cache_dir, open_dataset
 from tig_batch.errors import DataError, ModelError, TigBatchError
-from tig_batch.report._ablations import (
+from tig_batch.study import (
+    FULL,
     LATENTS,
     MIN_GAPS,
+    QUICK,
     SEARCH_ITERATIONS,
     SEARCH_LRS,
     SIGMAS,
     TARGET_MUS,
     Ablation,
+    Log,
+    Settings,
+    StudyReport,
     adaptive_ablation,
+    compare_methods,
+    cost_figure,
+    ensure_models,
     latent_ablation,
     min_gap_ablation,
     optimizer_ablation,
+    read_images,
+    render,
+    resolve_splits,
     run_ablation,
     search_ablation,
     sigma_ablation,
 )
-from tig_batch.report._comparison import compare_methods
-from tig_batch.report._figures import cost_figure
-from tig_batch.report._reproduce import (
-    FULL,
-    QUICK,
-    Log,
-    Settings,
-    ensure_models,
-    read_images,
-    resolve_splits,
-)
-from tig_batch.report._results_page import StudyReport, render
 
 REPO = Path(__file__).resolve().parent.parent
 COSTED = ("adaptive", "search", "optimizer", "min_gap")  # ablations in the cost figure
@@ -284,7 +283,7 @@ def run(opts: dict, command: str) -> None:
         out.write_text(render(report, out))
 
     report.models = ensure_models(
-        work, splits, settings, [settings.latent_dim], threads, say, cached_only
+        work, splits, settings, [settings.training.latent_dim], threads, say, cached_only
     )
     models = report.models.directory
     lap("models")

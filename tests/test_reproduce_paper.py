@@ -1,6 +1,6 @@
 """``scripts/reproduce_paper.py --quick`` on tiny shards: the page's numbers against numpy on
 the explain outputs it wrote, cached models on a rerun, and clear refusals of bad input; the
-study's pieces in ``tig_batch/report`` (cache keys, verdict, ablation table) on their own."""
+study's pieces in ``tig_batch/study`` (cache keys, verdict, ablation table) on their own."""
 
 from __future__ import annotations
 
@@ -17,10 +17,20 @@ import pytest
 from click.testing import CliRunner
 
 from tig_batch.pipeline import ExplainConfig
-from tig_batch.report._ablations import Ablation, Variant, VariantResult
-from tig_batch.report._comparison import PAPER_MODE, Row, explain_key
-from tig_batch.report._reproduce import ASCENT, FULL, digest
-from tig_batch.report._results_page import PAPER_MU, ablation_table, headline
+from tig_batch.study import (
+    ASCENT,
+    FULL,
+    PAPER_MODE,
+    PAPER_MU,
+    Ablation,
+    Row,
+    Variant,
+    VariantResult,
+    ablation_table,
+    digest,
+    explain_key,
+    headline,
+)
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "reproduce_paper.py"
 

@@ -39,6 +39,8 @@ from tig_batch.runner import open_bundle, run_shard
 if TYPE_CHECKING:
     from distributed import Client
 
+__all__ = ["DaskScheduler", "ShardFailure", "ShardsFailedError"]
+
 INSTALL_HINT = "the Dask scheduler needs Dask: pip install 'tig-batch[dask]'"
 POLL_SECONDS = 0.2
 

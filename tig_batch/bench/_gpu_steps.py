@@ -86,7 +86,7 @@ def models(settings: GpuCheckSettings, say: Say) -> dict[str, Any]:
     for split in ("train", "test"):
         builtin_dataset(DATASET, split)
     chosen = settings.models
-    directory = default_cache_dir() / f"models-{chosen.models_key()}"
+    directory = default_cache_dir() / f"models-{chosen.key()}"
     built = build_models(chosen, directory, lambda step, text: say(f"  {text}"))
     return {
         "bundle": str(built.bundle), "reused": list(built.reused), "metrics": built.metrics,
@@ -149,13 +149,16 @@ def _empty_cache(device: str) -> None:
 
 def _inputs(check: Check, work: Path) -> Path:
     """The first ``n_images`` mnist-5k test digits as one shard (written once)."""
-    from tig_batch.data import builtin_dataset
-    from tig_batch.quickstart import first_test_images
+    from tig_batch.data import builtin_dataset, open_dataset
+    from tig_batch.study import first_images
 
     if "inputs" not in check.extra:
         work.mkdir(parents=True, exist_ok=True)
-        test = builtin_dataset(DATASET, "test")
-        check.extra["inputs"] = first_test_images(test, check.settings.n_images, work)
+        test, n = builtin_dataset(DATASET, "test"), check.settings.n_images
+        if n < open_dataset(test).count:
+            path = work / f"{DATASET}-test-first{n}.h5"
+            test = first_images(test, n, path, name=f"{DATASET} test")
+        check.extra["inputs"] = test
     return check.extra["inputs"]
 
 

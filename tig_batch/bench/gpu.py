@@ -33,7 +33,7 @@ from typing import Any
 
 from tig_batch.backends import BackendName
 from tig_batch.bench.e2e import E2ESettings, _finite
-from tig_batch.quickstart import QuickstartSettings
+from tig_batch.study import Training
 
 JSON_NAME, MARKDOWN_NAME = "gpu_check.json", "gpu_check.md"
 Say = Callable[[str], None]
@@ -60,8 +60,8 @@ class GpuCheckSettings:
     dtypes: tuple[str, ...] = ("float32", "float16")
     kernel_repeats: int = 5  # CPU timings only; on a GPU do_bench decides
     peak_gbps: float | None = None  # None: read from the device
-    models: QuickstartSettings = field(
-        default_factory=lambda: QuickstartSettings(classifier_epochs=3, autoencoder_epochs=10)
+    models: Training = field(
+        default_factory=lambda: Training(classifier_epochs=3, autoencoder_epochs=10)
     )
     n_images: int = 1000
     backends: tuple[BackendName, ...] = ("onnx", "torch")
@@ -94,7 +94,7 @@ FULL = GpuCheckSettings()
 DRY_RUN = GpuCheckSettings(
     device="cpu", twins_only=True, kernel_images=("mnist",), kernel_steps=(3,),
     kernel_ranks=(4,), kernel_batch=2, kernel_repeats=1,
-    models=QuickstartSettings(classifier_epochs=1, autoencoder_epochs=1, max_steps=5),
+    models=Training(classifier_epochs=1, autoencoder_epochs=1, max_steps=5),
     n_images=6, batch_size=3, internal_batch_size=64, n_steps=4, search_iterations=2,
     search_n_steps=2, smoothgrad_samples=2, device_threads=1, cpu_threads=1,
     captum=E2ESettings(

@@ -393,7 +393,7 @@ def _default_bundle() -> Path:
     """The quickstart's cached bundle, or a message saying how to get a bundle."""
     from tig_batch.quickstart import DEFAULT, default_cache_dir
 
-    path = default_cache_dir() / f"models-{DEFAULT.models_key()}" / "bundle"
+    path = default_cache_dir() / f"models-{DEFAULT.training.key()}" / "bundle"
     if (path / "manifest.json").exists():
         return path
     raise click.UsageError(

@@ -1,5 +1,4 @@
-"""The report's figures: the density of mu per method, example heat maps, and the cost of the
-base-point search's variants (the reproduction study's ablations).
+"""The report's figures: the density of mu per method and example heat maps.
 
 matplotlib runs on its Agg backend (files only, no display); it is imported when a figure is
 drawn, so reading and summarising results never pays for it.
@@ -11,15 +10,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from tig_batch.pipeline import GRADIENT_METHODS, IG_METHODS
 from tig_batch.report._summary import Scores
-
-if TYPE_CHECKING:  # the ablations' module imports the engine; a figure needs only their shapes
-    from tig_batch.report._ablations import Ablation, VariantResult
 
 HEATMAP = "RdBu_r"  # diverging: red positive, blue negative, white zero
 
@@ -224,33 +220,3 @@ def examples_figure(
         fontsize=9,
     )
     return save_figure(fig, out / "examples.png")
-
-
-def cost_figure(ablations: Sequence[tuple[Ablation, dict[str, VariantResult]]], out: Path) -> Path:
-    """``ablations.png``: each tangential variant's mean mu and mean output gap against the
-    gradient evaluations its search spent per image; one colour per ablation. The latent
-    ablation is left out: its mu is measured against other tangent spaces."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
-    shown = [
-        (a, r) for a, r in ablations
-        if a.name != "latent" and any(v.method == "tangential" for v in a.variants)
-    ]  # fmt: skip
-    for colour, (ablation, results) in enumerate(shown):
-        for variant in ablation.variants:
-            if variant.method != "tangential" or variant.label not in results:
-                continue
-            r = results[variant.label]
-            cost = float(r.evaluations.mean())
-            values = (float(np.nanmean(r.mu)), float(np.nanmean(r.gap)))
-            for ax, value in zip(axes, values, strict=True):
-                ax.scatter(cost, value, color=f"C{colour}")
-                ax.annotate(variant.label, (cost, value), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")  # fmt: skip
-        axes[0].scatter([], [], color=f"C{colour}", label=ablation.title)
-    axes[0].set(xlabel="search gradient evaluations per image", ylabel="mean mu")
-    axes[1].set(xlabel="search gradient evaluations per image", ylabel="mean output gap")
-    axes[0].legend(fontsize=8)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    return save_figure(fig, out / "ablations.png")

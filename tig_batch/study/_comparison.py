@@ -22,14 +22,22 @@ import numpy as np
 from tqdm import tqdm
 
 from tig_batch.backends import BackendName, Runtime
-from tig_batch.job import Job, Plan, Storage, plan
+from tig_batch.data import open_dataset
+from tig_batch.job import Job, Plan, plan
 from tig_batch.pipeline import METHODS
-from tig_batch.report._examples import load_examples, select_examples
-from tig_batch.report._figures import density_figure, examples_figure
-from tig_batch.report._frontier import frontier_figure
-from tig_batch.report._reproduce import Log, Settings, digest, first_test_shards
-from tig_batch.report._summary import Scores, read_scores, summarize_scores
+from tig_batch.report import (
+    Scores,
+    density_figure,
+    examples_figure,
+    frontier_figure,
+    load_examples,
+    read_scores,
+    select_examples,
+    summarize_scores,
+)
 from tig_batch.runner import run
+from tig_batch.study._build import first_images
+from tig_batch.study._settings import Log, Settings, bundle_path, digest
 
 
 @dataclass(frozen=True)
@@ -94,12 +102,12 @@ class Comparison:
 def explain_key(settings: Settings, inputs: str, backend: str) -> str:
     """The cache key of the main comparison's explanations (its directory is
     ``explained-<key>``): everything that determines them, so a rerun resumes them."""
-    return digest([settings.explain, settings.seed, settings.batch_size, inputs, backend])
+    return digest([settings.explain, settings.storage, inputs, backend])
 
 
 def paper_key(settings: Settings, inputs: str, backend: str) -> str:
     """The cache key of the paper-mode run (directory ``paper-mode-<key>``)."""
-    return digest([settings.paper_config, settings.batch_size, inputs, backend])
+    return digest([settings.paper_config, settings.storage, inputs, backend])
 
 
 def summarize_outputs(
@@ -141,8 +149,11 @@ def compare_methods(
 
     With ``cached_only`` it stops at the first shard not yet finished, computing nothing.
     """
-    inputs = first_test_shards(test, settings.n_images, models, settings.shard_size)
-    main = dataclasses.replace(settings.explain, methods=METHODS, seed=settings.seed)
+    count = open_dataset(test).count
+    n_images = min(settings.n_images or count, count)
+    directory = models / f"test-first{n_images}-by{settings.shard_size}"
+    inputs = first_images(test, n_images, directory, settings.shard_size)
+    main = dataclasses.replace(settings.explain, methods=METHODS)
     runs = [
         (f"explained-{explain_key(settings, inputs.name, backend)}", main, "explain"),
         (f"paper-mode-{paper_key(settings, inputs.name, backend)}", settings.paper_config,
@@ -151,12 +162,15 @@ def compare_methods(
     done: list[list[Path]] = [[], []]
     seconds: dict[str, float] = {}
     min_gap = settings.explain.search.min_gap if settings.explain.search.gap_relative else None
-    runtime, storage = Runtime(backend, threads=threads), Storage(settings.batch_size)
-    for index, (directory, config, label) in enumerate(runs):
-        bundle = models / f"bundle-n{settings.latent_dim}"
-        planned = plan(Job(bundle, (inputs,), models / directory, config, runtime, storage))
+    runtime, bundle = (
+        Runtime(backend, threads=threads),
+        bundle_path(models, settings.training.latent_dim),
+    )
+    for index, (output, config, label) in enumerate(runs):
+        job = Job(bundle, (inputs,), models / output, config, runtime, settings.storage)
+        planned = plan(job)
         n_total = planned.n_images
-        log(f"{label}: {n_total} test images, {len(config.methods)} method(s) -> {directory}")
+        log(f"{label}: {n_total} test images, {len(config.methods)} method(s) -> {job.output}")
         for output, timing in _explain_shards(planned, label, quiet, cached_only):
             done[index].append(output)
             if index == 0:

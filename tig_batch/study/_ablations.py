@@ -32,7 +32,8 @@ from tig_batch.engine import (
 )
 from tig_batch.errors import ModelError
 from tig_batch.pipeline import ExplainConfig
-from tig_batch.report._reproduce import Settings, digest, open_bundle
+from tig_batch.report import pyplot, save_figure
+from tig_batch.study._settings import Settings, digest, open_bundle
 
 # The grids --all-ablations runs.
 SIGMAS = (0.1, 0.25, 0.5, 1.0)
@@ -276,7 +277,7 @@ def run_ablation(
               file=sys.stderr) as bar:  # fmt: skip
         for variant in ablation.variants:
             if variant.latent not in bundles:
-                latent = variant.latent or settings.latent_dim
+                latent = variant.latent or settings.training.latent_dim
                 try:
                     bundles[variant.latent] = open_bundle(models, latent, backend, threads)
                 except ModelError:
@@ -285,8 +286,38 @@ def run_ablation(
                     continue
             result = ablation_result(
                 bundles[variant.latent], data, variant, settings.ablation_config,
-                settings.batch_size, cache, bar, cached_only,
+                settings.storage.batch_size, cache, bar, cached_only,
             )  # fmt: skip
             if result is not None:
                 results[variant.label] = result
     return results
+
+
+def cost_figure(ablations: Sequence[tuple[Ablation, dict[str, VariantResult]]], out: Path) -> Path:
+    """``ablations.png``: each tangential variant's mean mu and mean output gap against the
+    gradient evaluations its search spent per image; one colour per ablation. The latent
+    ablation is left out: its mu is measured against other tangent spaces."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
+    shown = [
+        (a, r) for a, r in ablations
+        if a.name != "latent" and any(v.method == "tangential" for v in a.variants)
+    ]  # fmt: skip
+    for colour, (ablation, results) in enumerate(shown):
+        for variant in ablation.variants:
+            if variant.method != "tangential" or variant.label not in results:
+                continue
+            r = results[variant.label]
+            cost = float(r.evaluations.mean())
+            values = (float(np.nanmean(r.mu)), float(np.nanmean(r.gap)))
+            for ax, value in zip(axes, values, strict=True):
+                ax.scatter(cost, value, color=f"C{colour}")
+                ax.annotate(variant.label, (cost, value), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")  # fmt: skip
+        axes[0].scatter([], [], color=f"C{colour}", label=ablation.title)
+    axes[0].set(xlabel="search gradient evaluations per image", ylabel="mean mu")
+    axes[1].set(xlabel="search gradient evaluations per image", ylabel="mean output gap")
+    axes[0].legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    return save_figure(fig, out / "ablations.png")

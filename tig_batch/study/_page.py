@@ -18,10 +18,10 @@ import numpy as np
 from tig_batch.backends import BackendName
 from tig_batch.engine import BaselineSearch
 from tig_batch.pipeline import METHODS
-from tig_batch.report._ablations import Ablation, VariantResult
-from tig_batch.report._comparison import PAPER_MODE, Comparison, Row
-from tig_batch.report._reproduce import Models, Settings, Splits
-from tig_batch.report._summary import format_value, markdown_rows
+from tig_batch.report import format_value, markdown_rows
+from tig_batch.study._ablations import Ablation, VariantResult
+from tig_batch.study._comparison import PAPER_MODE, Comparison, Row
+from tig_batch.study._settings import Models, Settings, Splits
 
 PAPER_MU = 0.91  # the paper's headline: tangentially aligned IG with mean mu > 0.91
 MAIN_HEADER = ("method", "n", "mean mu", "q25", "median", "q75", "above chance", "mean gap",
@@ -154,7 +154,7 @@ def model_lines(report: StudyReport) -> list[str]:
     """Each model's test quality and training time (from its checkpoint's metrics)."""
     if report.models is None:
         return []
-    s, lines = report.settings, []
+    s, lines = report.settings.training, []
     for name, metrics in report.models.metrics.items():
         took = f"trained in {metrics.get('train_seconds', float('nan')):.0f} s"
         if name == "classifier":
