@@ -102,6 +102,26 @@ def digits_shards(tmp_path_factory: pytest.TempPathFactory, digits) -> tuple[Pat
 
 
 @pytest.fixture(scope="session")
+def untrained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle for the 8x8 digits with seeded untrained weights (conv-pool classifier, n = 4
+    linear autoencoder): exported in seconds, for tests of the run rather than the models."""
+    from tig_batch._bundle import InputSpec
+    from tig_batch.export import export_bundle
+
+    torch.manual_seed(0)
+    classifier = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10)
+    ).eval()  # fmt: skip
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 4)).eval()
+    decoder = nn.Sequential(nn.Linear(4, 64), nn.Sigmoid(), nn.Unflatten(1, (1, 8, 8))).eval()
+    path = tmp_path_factory.mktemp("untrained") / "bundle"
+    export_bundle(
+        classifier, encoder, decoder, path, InputSpec((1, 8, 8)), list(map(str, range(10)))
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
 def digits_bundle(tmp_path_factory: pytest.TempPathFactory, digits_shards) -> Path:
     """The demo classifier and autoencoder (n = 6) of the 8x8 digits, briefly trained with the
     CLI and exported: a real bundle for the end-to-end tests."""

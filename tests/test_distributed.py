@@ -19,9 +19,7 @@ import psutil
 import pytest
 import torch
 from click.testing import CliRunner, Result
-from torch import nn
 
-from tig_batch._bundle import InputSpec
 from tig_batch.backends import Runtime
 from tig_batch.cli import main
 from tig_batch.data import Records, ShardSpec, write_shards
@@ -52,20 +50,8 @@ def data(tmp_path_factory: pytest.TempPathFactory, digits) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tig_batch.export import export_bundle
-
-    torch.manual_seed(0)
-    classifier = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10)
-    ).eval()  # fmt: skip
-    encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 4)).eval()
-    decoder = nn.Sequential(nn.Linear(4, 64), nn.Sigmoid(), nn.Unflatten(1, (1, 8, 8))).eval()
-    path = tmp_path_factory.mktemp("dask") / "bundle"
-    export_bundle(
-        classifier, encoder, decoder, path, InputSpec((1, 8, 8)), list(map(str, range(10)))
-    )
-    return path
+def bundle(untrained_bundle: Path) -> Path:
+    return untrained_bundle
 
 
 @pytest.fixture(autouse=True)

@@ -12,11 +12,9 @@ import h5py
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
 
 import tig_batch as tig
 import tig_batch.job as job_module
-from tig_batch._bundle import InputSpec
 from tig_batch.cli import main
 from tig_batch.data import Records, ShardSpec, write_shards
 from tig_batch.errors import DataError
@@ -43,20 +41,8 @@ def data(tmp_path_factory: pytest.TempPathFactory, digits) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tig_batch.export import export_bundle
-
-    torch.manual_seed(0)
-    classifier = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10)
-    ).eval()  # fmt: skip
-    encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 4)).eval()
-    decoder = nn.Sequential(nn.Linear(4, 64), nn.Sigmoid(), nn.Unflatten(1, (1, 8, 8))).eval()
-    path = tmp_path_factory.mktemp("job") / "bundle"
-    export_bundle(
-        classifier, encoder, decoder, path, InputSpec((1, 8, 8)), list(map(str, range(10)))
-    )
-    return path
+def bundle(untrained_bundle: Path) -> Path:
+    return untrained_bundle
 
 
 @pytest.fixture
