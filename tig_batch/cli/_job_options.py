@@ -17,6 +17,7 @@ import click
 from tig_batch._selection import Selection
 from tig_batch.backends import Runtime
 from tig_batch.engine import OPTIMIZERS, RULES, BaselineSearch
+from tig_batch.errors import TigBatchError
 from tig_batch.job import Compression, Storage
 from tig_batch.pipeline import METHODS, ExplainConfig
 
@@ -29,7 +30,7 @@ def option_group(
     name: str, build: Callable[..., Any], *options: Callable[[F], F]
 ) -> Callable[[F], F]:
     """A decorator adding ``options`` to a command, which receives ``name=build(**values)``
-    instead of their values. A ``ValueError`` of ``build`` is a usage error (exit code 2)."""
+    instead of their values. A ``ValueError`` of ``build`` is a usage error; both exit with 2."""
 
     def decorator(command: F) -> F:
         keys: list[str] = []
@@ -39,6 +40,8 @@ def option_group(
             values = {key: kwargs.pop(key) for key in keys}
             try:
                 kwargs[name] = build(**values)
+            except TigBatchError:
+                raise  # a data or model error: one line, as every command shows them
             except ValueError as error:
                 raise click.UsageError(str(error)) from None
             return command(*args, **kwargs)
