@@ -8,6 +8,7 @@ from tig_batch.engine._baselines import (
     user_baselines,
 )
 from tig_batch.engine._explainers import gradient, input_x_gradient, smoothgrad
+from tig_batch.engine._flipping import DeletionInsertion, deletion_insertion, pixel_order
 from tig_batch.engine._frontier import FRONTIER_GAP_FRACTIONS
 from tig_batch.engine._ig import (
     Attribution,
@@ -15,6 +16,15 @@ from tig_batch.engine._ig import (
     integrated_gradients,
     reference_gaps,
     resolve_target,
+)
+from tig_batch.engine._metrics import (
+    Explainer,
+    infidelity,
+    infidelity_perturbations,
+    rank_correlation,
+    sensitivity_max,
+    sensitivity_perturbations,
+    sparseness,
 )
 from tig_batch.engine._quadrature import RULES, Quadrature, Rule, quadrature
 from tig_batch.engine._search import BaselineSearch, SearchResult, optimal_baselines
@@ -33,6 +43,8 @@ __all__ = [
     "Attribution",
     "BaselineKind",
     "BaselineSearch",
+    "DeletionInsertion",
+    "Explainer",
     "Quadrature",
     "Rule",
     "SearchResult",
@@ -41,15 +53,23 @@ __all__ = [
     "ValueRange",
     "alignment",
     "chance_level",
+    "deletion_insertion",
     "gradient",
+    "infidelity",
+    "infidelity_perturbations",
     "input_x_gradient",
     "integrated_gradients",
     "make_baselines",
     "optimal_baselines",
+    "pixel_order",
     "quadrature",
+    "rank_correlation",
     "reference_gaps",
     "resolve_target",
+    "sensitivity_max",
+    "sensitivity_perturbations",
     "smoothgrad",
+    "sparseness",
     "tangent_basis",
     "tangent_space",
     "user_baselines",

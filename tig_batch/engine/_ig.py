@@ -92,6 +92,23 @@ def input_gradients(
     return grads
 
 
+def forward_outputs(
+    model: Classifier, inputs: torch.Tensor, target: torch.Tensor, internal_batch_size: int
+) -> torch.Tensor:
+    """``f_c`` (N,) for each input by forward passes only, ``internal_batch_size`` per call."""
+    if internal_batch_size < 1:
+        raise ValueError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
+    outputs = [
+        explained_outputs(
+            model,
+            inputs[start : start + internal_batch_size],
+            target[start : start + internal_batch_size],
+        )
+        for start in range(0, inputs.shape[0], internal_batch_size)
+    ]
+    return torch.cat(outputs)
+
+
 def integrate(
     model: Classifier,
     inputs: torch.Tensor,
