@@ -7,9 +7,16 @@ from tig_batch.engine._baselines import (
     make_baselines,
     user_baselines,
 )
+from tig_batch.engine._blur_ig import blur_integrated_gradients
+from tig_batch.engine._expected_gradients import (
+    ReferenceDraws,
+    expected_gradients,
+    reference_draws,
+)
 from tig_batch.engine._explainers import gradient, input_x_gradient, smoothgrad
 from tig_batch.engine._flipping import DeletionInsertion, deletion_insertion, pixel_order
 from tig_batch.engine._frontier import FRONTIER_GAP_FRACTIONS
+from tig_batch.engine._guided_ig import guided_integrated_gradients
 from tig_batch.engine._ig import (
     Attribution,
     Target,
@@ -46,15 +53,19 @@ __all__ = [
     "DeletionInsertion",
     "Explainer",
     "Quadrature",
+    "ReferenceDraws",
     "Rule",
     "SearchResult",
     "TangentSpace",
     "Target",
     "ValueRange",
     "alignment",
+    "blur_integrated_gradients",
     "chance_level",
     "deletion_insertion",
+    "expected_gradients",
     "gradient",
+    "guided_integrated_gradients",
     "infidelity",
     "infidelity_perturbations",
     "input_x_gradient",
@@ -64,6 +75,7 @@ __all__ = [
     "pixel_order",
     "quadrature",
     "rank_correlation",
+    "reference_draws",
     "reference_gaps",
     "resolve_target",
     "sensitivity_max",
