@@ -43,6 +43,7 @@ from tig_batch.engine import (
     user_baselines,
 )
 from tig_batch.errors import DataError, ModelError, TigBatchError
+from tig_batch.sanity import SanityResult, cascading_randomization
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,7 @@ __all__ = [
     "Manifold",
     "ModelError",
     "Quadrature",
+    "SanityResult",
     "SearchResult",
     "SecondOrderClassifier",
     "TangentSpace",
@@ -68,6 +70,7 @@ __all__ = [
     "__version__",
     "alignment",
     "blur_integrated_gradients",
+    "cascading_randomization",
     "chance_level",
     "deletion_insertion",
     "expected_gradients",
