@@ -28,6 +28,7 @@ from tig_batch.engine._ig import (
     Attribution,
     Target,
     explained_outputs,
+    image_groups,
     input_gradients,
     resolve_target,
 )
@@ -91,15 +92,11 @@ def blur_integrated_gradients(
             f"need n_steps >= 1, max_sigma > 0 and grad_step > 0, got {n_steps}, {max_sigma}, "
             f"{grad_step}"
         )
-    if internal_batch_size < 1:
-        raise ValueError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
     target = resolve_target(model, inputs, target)
     sigmas = blur_sigmas(max_sigma, n_steps, sqrt)
     widths = (sigmas[1:] - sigmas[:-1]).to(inputs.device)
-    group = max(1, internal_batch_size // n_steps)
     parts = []
-    for start in range(0, inputs.shape[0], group):
-        rows = slice(start, start + group)
+    for rows in image_groups(inputs.shape[0], n_steps, internal_batch_size):
         path = gaussian_blurs(inputs[rows], sigmas[:-1])
         slope = (gaussian_blurs(inputs[rows], sigmas[:-1] + grad_step) - path) / grad_step
         points = path.flatten(0, 1).to(inputs.dtype)

@@ -19,6 +19,7 @@ from tig_batch.engine._ig import (
     Attribution,
     Target,
     explained_outputs,
+    image_groups,
     input_gradients,
     resolve_target,
 )
@@ -76,17 +77,14 @@ def expected_gradients(
             f"references must be images shaped like the inputs' {tuple(inputs.shape[1:])}, "
             f"got {tuple(references.shape)}"
         )
-    if internal_batch_size < 1:
-        raise ValueError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
     references = references.to(inputs.device, inputs.dtype)
     target = resolve_target(model, inputs, target)
     draws = reference_draws(len(references), n_samples, inputs.shape[0], seed, sample_ids)
     indices = draws.indices.to(inputs.device)
     positions = draws.positions.to(inputs.device, inputs.dtype)
-    group = max(1, internal_batch_size // n_samples)
+    groups = image_groups(inputs.shape[0], n_samples, internal_batch_size)
     parts = []
-    for start in range(0, inputs.shape[0], group):
-        rows = slice(start, start + group)
+    for rows in groups:
         drawn = references[indices[rows]]  # (b, n, C, H, W)
         step = inputs[rows, None] - drawn
         t = positions[rows].view(*positions[rows].shape, *[1] * (inputs.dim() - 1))

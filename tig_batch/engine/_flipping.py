@@ -20,6 +20,7 @@ from tig_batch.engine._ig import (
     DEFAULT_INTERNAL_BATCH_SIZE,
     Target,
     forward_outputs,
+    image_groups,
     resolve_target,
 )
 from tig_batch.engine._metrics import check_attributions
@@ -121,10 +122,8 @@ def deletion_insertion(
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(height * width, device=inputs.device).expand_as(order))
     points = n_steps + 1
-    group = max(1, internal_batch_size // (2 * points))
     curves = []
-    for start in range(0, batch, group):
-        rows = slice(start, start + group)
+    for rows in image_groups(batch, 2 * points, internal_batch_size):
         changed = (ranks[rows, None, :] < counts[None, :, None]).view(-1, points, 1, height, width)
         image, other = inputs[rows, None], reference[rows, None]
         deleted, inserted = torch.where(changed, other, image), torch.where(changed, image, other)

@@ -21,6 +21,7 @@ from tig_batch.engine._ig import (
     Attribution,
     Target,
     explained_outputs,
+    image_groups,
     input_gradients,
     resolve_target,
 )
@@ -56,14 +57,11 @@ def guided_integrated_gradients(
         raise ValueError(
             f"need 0 < fraction <= 1 and 0 <= max_dist <= 1, got {fraction} and {max_dist}"
         )
-    if internal_batch_size < 1:
-        raise ValueError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
     baselines = torch.as_tensor(baselines, dtype=inputs.dtype, device=inputs.device)
     baselines = baselines.expand_as(inputs)
     target = resolve_target(model, inputs, target)
     parts = []
-    for start in range(0, inputs.shape[0], internal_batch_size):
-        rows = slice(start, start + internal_batch_size)
+    for rows in image_groups(inputs.shape[0], 1, internal_batch_size):
 
         def gradient(x: torch.Tensor, rows: slice = rows) -> torch.Tensor:
             point = x.view(-1, *inputs.shape[1:]).to(inputs.dtype)

@@ -92,6 +92,15 @@ def input_gradients(
     return grads
 
 
+def image_groups(batch: int, per_image: int, internal_batch_size: int) -> list[slice]:
+    """Rows of consecutive images whose ``per_image`` samples each fit together in
+    ``internal_batch_size`` (at least one image per group), for bounded model calls."""
+    if internal_batch_size < 1:
+        raise ValueError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
+    group = max(1, internal_batch_size // per_image)
+    return [slice(start, start + group) for start in range(0, batch, group)]
+
+
 def forward_outputs(
     model: Classifier, inputs: torch.Tensor, target: torch.Tensor, internal_batch_size: int
 ) -> torch.Tensor:

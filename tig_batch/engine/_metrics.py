@@ -18,6 +18,7 @@ from tig_batch.engine._ig import (
     DEFAULT_INTERNAL_BATCH_SIZE,
     Target,
     forward_outputs,
+    image_groups,
     resolve_target,
 )
 
@@ -93,14 +94,6 @@ def sensitivity_perturbations(
     return radius * (2 * uniform - 1)
 
 
-def _image_groups(batch: int, per_image: int, internal_batch_size: int) -> list[slice]:
-    """Rows of images whose ``per_image`` samples each fit ``internal_batch_size`` (>= 1 image)."""
-    if internal_batch_size < 1:
-        raise ValueError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
-    group = max(1, internal_batch_size // per_image)
-    return [slice(start, start + group) for start in range(0, batch, group)]
-
-
 def infidelity(
     model: Classifier,
     inputs: torch.Tensor,
@@ -129,7 +122,7 @@ def infidelity(
     ids = torch.arange(inputs.shape[0]) if sample_ids is None else sample_ids.cpu()
     n = n_perturb_samples
     dots, diffs = [], []
-    for rows in _image_groups(inputs.shape[0], n, internal_batch_size):
+    for rows in image_groups(inputs.shape[0], n, internal_batch_size):
         noise = infidelity_perturbations(inputs[rows], sigma, n, seed, ids[rows])
         perturbed = inputs[rows].repeat_interleave(n, dim=0) - noise
         changed = forward_outputs(
@@ -176,7 +169,7 @@ def sensitivity_max(
     norms = attributions.flatten(1).norm(dim=1)
     norms = torch.where(norms == 0, torch.ones_like(norms), norms)
     worst = []
-    for rows in _image_groups(inputs.shape[0], n, internal_batch_size):
+    for rows in image_groups(inputs.shape[0], n, internal_batch_size):
         noise = sensitivity_perturbations(inputs[rows], radius, n, seed, ids[rows])
         perturbed = inputs[rows].repeat_interleave(n, dim=0) + noise
         explained = explain(model, perturbed, target[rows].repeat_interleave(n))
