@@ -106,13 +106,13 @@ def summarize_outputs(
     """The table, density, frontier and examples of the explain ``outputs`` finished so far,
     with the paper-mode row of the ``paper`` outputs finished so far."""
     scores = read_scores(outputs)
+    paper_scores = read_scores(paper) if paper else None
     examples, notes = load_examples(select_examples(outputs, None, n_examples))
     figures_written = {
         "density": density_figure(scores, figures),
-        "frontier": frontier_figure(scores, figures, min_gap),
+        "frontier": frontier_figure(scores, figures, min_gap, paper_scores),
         "examples": examples_figure(examples, figures),
     }
-    paper_scores = read_scores(paper) if paper else None
     return Comparison(
         rows=rows_from_scores(scores),
         chance=scores.chance_level,

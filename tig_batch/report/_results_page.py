@@ -273,8 +273,9 @@ def _comparison_section(report: StudyReport, rel: dict[str, str]) -> list[str]:
             "What alignment costs: each image's best `mu` among the search's iterates that "
             "kept each share of the zero base-point's output gap, averaged (measured with the "
             "search's 2-node quadrature; the constrained search did not go to gaps below "
-            "`min_gap`, shaded), with every other method at its own mean gap. The `min_gap` "
-            "ablation below measures the frontier with one constrained search per point.",
+            "`min_gap`, shaded), the same for the paper-mode search (dashed), and every other "
+            "method at its own mean gap. The `min_gap` ablation below measures the frontier "
+            "with one constrained search per point.",
             "",
             f"![The alignment-gap frontier]({rel['frontier']})",
             "",
