@@ -230,7 +230,7 @@ def backends(
 @click.option("--reference-images", type=click.IntRange(1), help="Digits for the slow reference.")
 @click.option(
     "--reference-iterations", type=click.IntRange(1),
-    help="Adam steps of the reference (default 100, chosen by a sweep: see bench/reference.py).",
+    help="Adam steps of the reference (default 100, chosen by a sweep: docs/performance.md).",
 )  # fmt: skip
 @click.option("--repeats", type=click.IntRange(1), help="Alternating rounds of plain IG.")
 @click.option("--no-scaling", is_flag=True, help="Skip the scaling curves.")

@@ -134,3 +134,13 @@ def user_baselines(
             f"{tuple(inputs.shape)}"
         ) from None
     return expanded.clamp(*value_range)
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    """A seed of its own for one consumer of random numbers (a metric, a method), derived from
+    the user's ``seed``, so that two consumers given the same seed and sample ids do not draw
+    the same noise (``seeded_noise`` seeds by ``(seed, id)``; this puts ``stream`` in the
+    seed's upper 32 bits, which the plain seeds of the base-points and SmoothGrad leave 0)."""
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    return seed + (stream << 32)

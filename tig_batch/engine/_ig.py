@@ -97,6 +97,32 @@ def input_gradients(
     return grads
 
 
+def image_groups(batch: int, per_image: int, internal_batch_size: int) -> list[slice]:
+    """Rows of consecutive images whose ``per_image`` samples each fit together in
+    ``internal_batch_size`` (at least one image per group), for bounded model calls."""
+    if internal_batch_size < 1:
+        raise ValueError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
+    group = max(1, internal_batch_size // per_image)
+    return [slice(start, start + group) for start in range(0, batch, group)]
+
+
+def forward_outputs(
+    model: Classifier, inputs: torch.Tensor, target: torch.Tensor, internal_batch_size: int
+) -> torch.Tensor:
+    """``f_c`` (N,) for each input by forward passes only, ``internal_batch_size`` per call."""
+    if internal_batch_size < 1:
+        raise ValueError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
+    outputs = [
+        explained_outputs(
+            model,
+            inputs[start : start + internal_batch_size],
+            target[start : start + internal_batch_size],
+        )
+        for start in range(0, inputs.shape[0], internal_batch_size)
+    ]
+    return torch.cat(outputs)
+
+
 def integrate(
     model: Classifier,
     inputs: torch.Tensor,

@@ -45,49 +45,67 @@ def frontier_curve(scores: Scores) -> FrontierCurve | None:
     )
 
 
-def frontier_figure(scores: Scores, out: Path, min_gap: float | None = None) -> Path | None:
+def frontier_figure(
+    scores: Scores, out: Path, min_gap: float | None = None, paper_mode: Scores | None = None
+) -> Path | None:
     """``alignment_gap_frontier.png``; None when the outputs hold no frontier (format 1).
 
     ``min_gap`` (a fraction of the zero base-point's gap), when the run was constrained,
-    shades the gaps its search did not explore: right of it, the curve only repeats the best
-    ``mu`` found at ``min_gap`` or above.
+    shades the gaps its search did not explore: there, the curve only repeats the best ``mu``
+    found at ``min_gap`` or above. ``paper_mode``: outputs of the same images searched without
+    the constraint, whose frontier is drawn too (dashed), with its final mean as a star.
     """
     curve = frontier_curve(scores)
     if curve is None:
         return None
     from tig_batch.report._figures import pyplot, save_figure
 
-    fig, ax = pyplot().subplots(figsize=(8.4, 5.4), layout="constrained")
-    x = _draw_curve(ax, curve, scores.frontier.shape[0])
+    fig, ax = pyplot().subplots(figsize=(10.5, 5.6), layout="constrained")
+    x = _draw_curve(ax, curve, scores.frontier.shape[0], repeats_below=min_gap or None)
+    paper_curve = None if paper_mode is None else frontier_curve(paper_mode)
+    if paper_curve is not None:
+        _draw_curve(ax, paper_curve, paper_mode.frontier.shape[0], paper=True)
+        gap = np.nanmean(paper_mode.gap_fraction("tangential"))
+        mu = np.nanmean(paper_mode.alignment["tangential"])
+        label = f"tangential, paper mode: mean gap {gap:.0%}, mean mu {mu:.2f}"
+        ax.scatter(gap, mu, marker="*", s=110, zorder=3, color="C9", label=label)
     _draw_methods(ax, scores)
     if min_gap:
         ax.axvspan(0.0, min_gap, color="0.9", zorder=0)
-        ax.text(min_gap / 2, 0.03, f"below min_gap {min_gap:g}:\nnot searched", ha="center",
-                fontsize=8)  # fmt: skip
+        ax.text(min_gap / 2, 0.03, f"below min_gap {min_gap:g}: not\nsearched by the constrained "
+                "run", ha="center", fontsize=8)  # fmt: skip
     ax.set_xlim(max(1.05, max(x) + 0.05), _ANY_GAP_AT - 0.06)  # large gaps on the left
     ticks = [f for f in x if f >= 0]
-    ax.set_xticks([*ticks, _ANY_GAP_AT], [f"{f:.0%}" for f in ticks] + ["any"])
+    ax.set_xticks([*ticks, _ANY_GAP_AT], [f"{f:.0%}" for f in ticks] + ["any"], fontsize=8)
     ax.set(ylim=(0, 1), xlabel="output gap kept, as a share of the zero base-point's",
            ylabel="mean alignment mu")  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(
         "What alignment costs: tangential IG's best mu at each output gap kept\n"
-        "(curve: each image's best search iterate, the search's quadrature; points: each "
-        "method's final explanations)",
+        "(curve: each image's best search iterate; points: final explanations)",
         fontsize=10,
     )
     return save_figure(fig, out / "alignment_gap_frontier.png", dpi=110)
 
 
-def _draw_curve(ax: Any, curve: FrontierCurve, n_images: int) -> list[float]:
-    """The tangential frontier, each point labelled with its mean (and count when partial)."""
+def _draw_curve(
+    ax: Any, curve: FrontierCurve, n_images: int, paper: bool = False,
+    repeats_below: float | None = None,
+) -> list[float]:  # fmt: skip
+    """A tangential frontier, each point labelled with its mean (and count when partial):
+    solid for the run's search, dashed (labels below) for a paper-mode search. Points below
+    ``repeats_below`` (a constrained search's ``min_gap``) repeat the one at it: unlabelled."""
     x = [f if math.isfinite(f) else _ANY_GAP_AT for f in curve.fractions]
-    ax.plot(x, curve.mean_mu, "-o", color="C0", lw=2, label="tangential: best mu at each gap")
-    for xi, mu, n in zip(x, curve.mean_mu, curve.counts, strict=True):
+    label = "tangential, paper mode" if paper else "tangential"
+    ax.plot(x, curve.mean_mu, "--o" if paper else "-o", color="C9" if paper else "C0", lw=2,
+            label=f"{label}: best mu at each gap")  # fmt: skip
+    for f, xi, mu, n in zip(curve.fractions, x, curve.mean_mu, curve.counts, strict=True):
+        if repeats_below is not None and f < repeats_below:
+            continue
         note = f"{mu:.2f}" + ("" if n == n_images else f" (n={n})")
-        ax.annotate(note, (xi, mu), xytext=(0, 7), textcoords="offset points", ha="center",
-                    fontsize=8)  # fmt: skip
+        ax.annotate(note, (xi, mu), xytext=(0, -12 if paper else 7), textcoords="offset points",
+                    ha="center", fontsize=8)  # fmt: skip
     return x
 
 

@@ -117,13 +117,13 @@ def summarize_outputs(
     """The table, density, frontier and examples of the explain ``outputs`` finished so far,
     with the paper-mode row of the ``paper`` outputs finished so far."""
     scores = read_scores(outputs)
+    paper_scores = read_scores(paper) if paper else None
     examples, notes = load_examples(select_examples(outputs, None, n_examples))
     figures_written = {
         "density": density_figure(scores, figures),
-        "frontier": frontier_figure(scores, figures, min_gap),
+        "frontier": frontier_figure(scores, figures, min_gap, paper_scores),
         "examples": examples_figure(examples, figures),
     }
-    paper_scores = read_scores(paper) if paper else None
     return Comparison(
         rows=rows_from_scores(scores),
         chance=scores.chance_level,
@@ -162,12 +162,10 @@ def compare_methods(
     done: list[list[Path]] = [[], []]
     seconds: dict[str, float] = {}
     min_gap = settings.explain.search.min_gap if settings.explain.search.gap_relative else None
-    runtime, bundle = (
-        Runtime(backend, threads=threads),
-        bundle_path(models, settings.training.latent_dim),
-    )
-    for index, (output, config, label) in enumerate(runs):
-        job = Job(bundle, (inputs,), models / output, config, runtime, settings.storage)
+    runtime = Runtime(backend, threads=threads)
+    bundle = bundle_path(models, settings.training.latent_dim)
+    for index, (directory, config, label) in enumerate(runs):
+        job = Job(bundle, (inputs,), models / directory, config, runtime, settings.storage)
         planned = plan(job)
         n_total = planned.n_images
         log(f"{label}: {n_total} test images, {len(config.methods)} method(s) -> {job.output}")

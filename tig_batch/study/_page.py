@@ -272,10 +272,11 @@ def _comparison_section(report: StudyReport, rel: dict[str, str]) -> list[str]:
     if "frontier" in rel:
         lines += [
             "What alignment costs: each image's best `mu` among the search's iterates that "
-            "kept each share of the zero base-point's output gap, averaged (the search's "
-            "2-node quadrature; left of `min_gap` the constrained search did not go), with "
-            "every other method at its own mean gap. The `min_gap` ablation below measures "
-            "the same frontier with one constrained search per point.",
+            "kept each share of the zero base-point's output gap, averaged (measured with the "
+            "search's 2-node quadrature; the constrained search did not go to gaps below "
+            "`min_gap`, shaded), the same for the paper-mode search (dashed), and every other "
+            "method at its own mean gap. The `min_gap` ablation below measures the frontier "
+            "with one constrained search per point.",
             "",
             f"![The alignment-gap frontier]({rel['frontier']})",
             "",
