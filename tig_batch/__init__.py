@@ -6,6 +6,8 @@ a :class:`Job` (what to explain, an :class:`ExplainConfig`, a :class:`Runtime`, 
 in-memory batches, :func:`write_report` the tables and figures of the outputs.
 """
 
+from tig_batch._faithfulness import DEFAULT_METRICS, METRICS, MetricsConfig
+from tig_batch._references import ReferenceData
 from tig_batch._selection import Selection
 from tig_batch.backends import (
     DEFAULT_INTERNAL_BATCH_SIZE,
@@ -55,7 +57,16 @@ from tig_batch.engine import (
 )
 from tig_batch.errors import DataError, ModelError, TigBatchError
 from tig_batch.job import Job, Plan, Storage, plan
-from tig_batch.pipeline import METHODS, ExplainConfig, Explanations, Flag, explain, explain_batches
+from tig_batch.pipeline import (
+    METHODS,
+    PAPER_METHODS,
+    PATH_METHODS,
+    ExplainConfig,
+    Explanations,
+    Flag,
+    explain,
+    explain_batches,
+)
 from tig_batch.report import write_report
 from tig_batch.runner import LocalScheduler, Scheduler, run
 from tig_batch.sanity import SanityResult, cascading_randomization
@@ -65,8 +76,12 @@ __version__ = "0.1.0"
 __all__ = [
     "BASELINE_KINDS",
     "DEFAULT_INTERNAL_BATCH_SIZE",
+    "DEFAULT_METRICS",
     "FRONTIER_GAP_FRACTIONS",
     "METHODS",
+    "METRICS",
+    "PAPER_METHODS",
+    "PATH_METHODS",
     "RULES",
     "Attribution",
     "BaselineSearch",
@@ -81,9 +96,11 @@ __all__ = [
     "Job",
     "LocalScheduler",
     "Manifold",
+    "MetricsConfig",
     "ModelError",
     "Plan",
     "Quadrature",
+    "ReferenceData",
     "ReferenceDraws",
     "Runtime",
     "SanityResult",

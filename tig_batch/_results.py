@@ -23,10 +23,10 @@ import numpy as np
 from tig_batch._h5write import HDF5Output
 from tig_batch.engine import FRONTIER_GAP_FRACTIONS
 from tig_batch.errors import DataError
-from tig_batch.pipeline import IG_METHODS, Explanations
+from tig_batch.pipeline import Explanations
 
 FORMAT = "tig-batch-explanations"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 PARTS_SUFFIX = ".parts"
 PARTIAL_SUFFIX = ".partial"
 JOB_FILE = "job.json"
@@ -73,9 +73,11 @@ def _datasets(
         yield f"attributions/{method}", value.detach().cpu().numpy().astype(dtype)
         yield f"alignment/{method}", result.alignment[method].cpu().numpy().astype(np.float32)
         yield f"flags/{method}", result.flags[method].cpu().numpy().astype(np.uint8)
-        if method in IG_METHODS:
+        if method in result.delta:
             yield f"delta/{method}", result.delta[method].cpu().numpy().astype(np.float32)
             yield f"output_gap/{method}", result.output_gap[method].cpu().numpy().astype(np.float32)
+        for metric, scores in result.metrics.items():
+            yield f"metrics/{metric}/{method}", scores[method].cpu().numpy().astype(np.float32)
     if result.baselines is not None:
         yield "baselines/tangential", result.baselines.cpu().numpy().astype(dtype)
     if result.reference_gap is not None:

@@ -3,7 +3,8 @@
 :class:`DaskScheduler` is the scheduler :func:`tig_batch.run` takes for Dask. The client plans
 the job (every shard checked against the bundle's manifest before any worker starts); each
 task carries the :class:`~tig_batch.job.Job`, the manifest digest the client checked and one
-shard, and runs :func:`tig_batch.runner.run_shard` on a worker, the function the local
+shard (and Expected Gradients' reference images, read by the client and scattered to every
+worker once), and runs :func:`tig_batch.runner.run_shard` on a worker, the function the local
 scheduler runs, so outputs, crash-safety and resuming are exactly the local scheduler's.
 Workers need the bundle, the inputs and the output directory at the same paths as the client
 (a shared file system).
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tig_batch._references import References
 from tig_batch.backends import Bundle, Runtime
 from tig_batch.errors import TigBatchError
 from tig_batch.job import Job, Plan, ShardTask
@@ -96,9 +98,9 @@ class DaskScheduler:
             job = dataclasses.replace(
                 job, runtime=dataclasses.replace(job.runtime, threads=threads)
             )
-        tasks = [dataclasses.replace(t, shard=t.shard.absolute()) for t in plan.tasks]
+        tasks = tuple(dataclasses.replace(t, shard=t.shard.absolute()) for t in plan.tasks)
         with _connected(self.address, self.n_workers, self.client) as connected:
-            return _run(connected, job, plan.bundle_digest, tasks, on_images)
+            return _run(connected, dataclasses.replace(plan, job=job, tasks=tasks), on_images)
 
 
 def _absolute(job: Job) -> Job:
@@ -106,13 +108,12 @@ def _absolute(job: Job) -> Job:
     return dataclasses.replace(job, bundle=job.bundle.resolve(), output=job.output.resolve())
 
 
-def _run(
-    client: Client,
-    job: Job,
-    digest: str,
-    tasks: list[ShardTask],
-    on_images: Callable[[int], None] | None,
-) -> list[Path]:
+def _run(client: Client, plan: Plan, on_images: Callable[[int], None] | None) -> list[Path]:
+    job, digest, tasks = plan.job, plan.bundle_digest, plan.tasks
+    # read once by the client, sent once to every worker rather than with every task
+    references = plan.references
+    if references is not None:
+        references = client.scatter(references, broadcast=True)
     run = uuid.uuid4().hex[:12]
     topic = f"tig-batch-progress-{run}"
     done = [0] * len(tasks)  # largest image count heard of, per shard
@@ -127,7 +128,7 @@ def _run(
     futures = []
     for index, task in enumerate(tasks):
         key = f"tig-batch-explain-{task.output_name}-{run}"
-        arguments = (job, digest, task, topic, index)
+        arguments = (job, digest, task, topic, index, references)
         futures.append(client.submit(_worker_task, *arguments, key=key, pure=False))
     reported = 0
     outputs: dict[int, Path] = {}
@@ -230,7 +231,9 @@ def _worker_bundle(job: Job, digest: str) -> Bundle:
         return _BUNDLES[key]
 
 
-def _worker_task(job: Job, digest: str, task: ShardTask, topic: str, index: int) -> Path:
+def _worker_task(
+    job: Job, digest: str, task: ShardTask, topic: str, index: int, references: References | None
+) -> Path:
     from distributed import get_worker
 
     worker = get_worker()
@@ -243,4 +246,4 @@ def _worker_task(job: Job, digest: str, task: ShardTask, topic: str, index: int)
 
     with job.runtime.torch_threads():
         bundle = _worker_bundle(job, digest)
-        return run_shard(bundle, Plan(job, digest, (task,)), task, report)
+        return run_shard(bundle, Plan(job, digest, (task,), references), task, report)

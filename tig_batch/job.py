@@ -24,6 +24,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from tig_batch._bundle import Manifest, manifest_digest, read_manifest, sha256
+from tig_batch._references import ReferenceData, References, load_references
 from tig_batch._selection import Selection, rows_digest, selected_rows
 from tig_batch.backends import Runtime
 from tig_batch.data import DatasetInfo, open_dataset, resolve_dataset
@@ -62,7 +63,9 @@ class Storage:
 class Job:
     """Everything one run needs. ``inputs`` are shard files, directories of shards, or
     built-in dataset names (their test split); ``output`` is the directory that receives one
-    HDF5 file per input shard."""
+    HDF5 file per input shard. ``references`` (a :class:`ReferenceData`, or its source: a
+    dataset, a built-in name meaning its train split) are the images Expected Gradients draws
+    its base-points from; ``expectedgrad`` needs them and no other method reads them."""
 
     bundle: Path
     inputs: tuple[str | Path, ...]
@@ -71,6 +74,7 @@ class Job:
     runtime: Runtime = field(default_factory=Runtime)
     storage: Storage = field(default_factory=Storage)
     selection: Selection = field(default_factory=Selection)
+    references: ReferenceData | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bundle", Path(self.bundle))
@@ -78,8 +82,16 @@ class Job:
         if isinstance(self.inputs, str | Path):
             object.__setattr__(self, "inputs", (self.inputs,))
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        if isinstance(self.references, str | Path):
+            object.__setattr__(self, "references", ReferenceData(self.references))
         if not self.inputs:
             raise ValueError("a job needs at least one input")
+        if "expectedgrad" in self.config.methods and self.references is None:
+            raise ValueError(
+                "expectedgrad draws its base-points from reference images: give "
+                "--reference-data DATASET (e.g. the training shard, or mnist-5k for its train "
+                "split)"
+            )
 
 
 @dataclass(frozen=True)
@@ -104,11 +116,14 @@ class Plan:
 
     ``job.config`` carries the bundle's value range; ``bundle_digest`` is the sha256 of the
     bundle's manifest, which pins every file of it (workers check they see the same bundle).
+    ``references``: Expected Gradients' reference images, read once here (a scheduler ships
+    them to its workers), when ``expectedgrad`` runs.
     """
 
     job: Job
     bundle_digest: str
     tasks: tuple[ShardTask, ...]
+    references: References | None = None
 
     @property
     def n_images(self) -> int:
@@ -121,15 +136,20 @@ class Plan:
 
 def plan(job: Job) -> Plan:
     """Open the bundle's manifest (checking its checksums) and every input once, pick the
-    selected images shard by shard, and check every shard against the bundle and the
-    configuration, so bad data or options fail before any work starts."""
+    selected images shard by shard, check every shard against the bundle and the
+    configuration, and read the reference images (when Expected Gradients runs), so bad data
+    or options fail before any work starts."""
     manifest = read_manifest(job.bundle)
     config = dataclasses.replace(job.config, value_range=tuple(manifest.input.value_range))
     job = dataclasses.replace(job, config=config)
     tasks = _tasks(job.inputs, job.selection)
     for task in tasks:
         check_compatible(manifest, job, task.dataset)
-    return Plan(job, manifest_digest(job.bundle), tuple(tasks))
+    references = None
+    if job.references is not None and "expectedgrad" in config.methods:
+        spec = manifest.input
+        references = load_references(job.references, tuple(spec.shape), tuple(spec.value_range))
+    return Plan(job, manifest_digest(job.bundle), tuple(tasks), references)
 
 
 def _open(source: str | Path) -> DatasetInfo:
@@ -225,6 +245,8 @@ def job_record(plan: Plan, task: ShardTask) -> dict[str, Any]:
         "dtype": job.storage.dtype,
         "compression": job.storage.compression,
     }
+    if plan.references is not None:
+        record["references"] = plan.references.record
     return json.loads(json.dumps(record, sort_keys=True))
 
 

@@ -14,27 +14,44 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 
+from tig_batch._faithfulness import MetricsConfig, score
+from tig_batch._methods import (
+    GAP_METHODS,
+    GRADIENT_METHODS,
+    IG_METHODS,
+    METHODS,
+    NEEDS_REFERENCES,
+    PAPER_METHODS,
+    PATH_METHODS,
+    explain_method,
+)
 from tig_batch.backends import DEFAULT_INTERNAL_BATCH_SIZE, Classifier, Manifold, call_logits
 from tig_batch.engine import (
-    Attribution,
     BaselineSearch,
+    Explainer,
     Rule,
     ValueRange,
     alignment,
-    gradient,
-    input_x_gradient,
-    integrated_gradients,
-    make_baselines,
-    optimal_baselines,
     reference_gaps,
-    smoothgrad,
     tangent_space,
 )
 from tig_batch.errors import DataError
 
-IG_METHODS = ("tangential", "zero", "uniform", "gaussian", "maxdist", "blur")
-GRADIENT_METHODS = ("gradient", "smoothgrad", "inputxgrad")
-METHODS = IG_METHODS + GRADIENT_METHODS
+__all__ = [
+    "GAP_METHODS",
+    "GRADIENT_METHODS",
+    "IG_METHODS",
+    "METHODS",
+    "PAPER_METHODS",
+    "PATH_METHODS",
+    "BatchLike",
+    "ExplainConfig",
+    "Explanations",
+    "Flag",
+    "explain",
+    "explain_batches",
+    "explain_method",
+]
 
 
 class Flag(enum.IntFlag):
@@ -52,12 +69,16 @@ class ExplainConfig:
     ``method`` is the IG quadrature rule and ``n_steps`` its nodes for the final attributions
     (the base-point search has its own in ``search``). ``target`` is ``predicted``, ``label``
     (needs labels) or a class index. ``seed`` seeds everything random, per image: the uniform
-    and Gaussian base-points, SmoothGrad's noise and a random search start. How the models
+    and Gaussian base-points, SmoothGrad's noise, a random search start, Expected Gradients'
+    draws and the metrics' perturbations. The path methods beyond the paper have their own
+    settings: Guided IG (``guidedig_*``, from the zero base-point), Blur IG (``blurig_*``) and
+    Expected Gradients (``expectedgrad_samples``; its reference images are the job's
+    ``references``). ``metrics`` says which faithfulness metrics are computed. How the models
     run (backend, device, threads, samples per call) is not here but in
     :class:`~tig_batch.backends.Runtime`.
     """
 
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = PAPER_METHODS
     n_steps: int = 50
     method: Rule = "midpoint"
     target: str | int = "predicted"
@@ -68,6 +89,13 @@ class ExplainConfig:
     blur_sigma: float = 4.0
     smoothgrad_sigma: float = 0.02
     smoothgrad_samples: int = 25
+    guidedig_n_steps: int = 200
+    guidedig_fraction: float = 0.25
+    guidedig_max_dist: float = 0.02
+    blurig_max_sigma: float = 50.0
+    blurig_n_steps: int = 100
+    expectedgrad_samples: int = 50
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     rtol: float = 1e-6
     on_bad_image: Literal["error", "skip"] = "error"
 
@@ -78,6 +106,16 @@ class ExplainConfig:
                 f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from "
                 f"{', '.join(METHODS)}"
             )
+        for name in ("guidedig_n_steps", "blurig_n_steps", "expectedgrad_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.guidedig_fraction <= 1 or not 0 <= self.guidedig_max_dist <= 1:
+            raise ValueError(
+                "need 0 < guidedig_fraction <= 1 and 0 <= guidedig_max_dist <= 1, got "
+                f"{self.guidedig_fraction} and {self.guidedig_max_dist}"
+            )
+        if not self.blurig_max_sigma > 0:
+            raise ValueError(f"blurig_max_sigma must be > 0, got {self.blurig_max_sigma}")
         if self.on_bad_image not in ("error", "skip"):
             raise ValueError(f"on_bad_image must be 'error' or 'skip', got {self.on_bad_image!r}")
         if isinstance(self.target, str) and self.target not in ("predicted", "label"):
@@ -90,10 +128,11 @@ class ExplainConfig:
 class Explanations:
     """One batch's results, every tensor's first dimension the batch.
 
-    ``delta`` and ``output_gap`` hold the IG methods only; ``reference_gap`` is the zero
-    base-point's output gap, the unit of gap fractions (None when no IG method is run).
-    ``baselines`` is the tangential base-point and ``frontier`` (B, F) its search's best ``mu``
-    at each of ``FRONTIER_GAP_FRACTIONS`` (both None when that method is not run).
+    ``delta`` and ``output_gap`` hold the methods that have them (``GAP_METHODS``: IG and the
+    path methods); ``reference_gap`` is the zero base-point's output gap, the unit of gap
+    fractions (None when none of those runs). ``baselines`` is the tangential base-point and
+    ``frontier`` (B, F) its search's best ``mu`` at each of ``FRONTIER_GAP_FRACTIONS`` (both
+    None when that method is not run). ``metrics``: metric -> method -> (B,) scores.
     """
 
     sample_ids: torch.Tensor
@@ -109,6 +148,7 @@ class Explanations:
     baselines: torch.Tensor | None = None
     reference_gap: torch.Tensor | None = None
     frontier: torch.Tensor | None = None
+    metrics: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -151,62 +191,46 @@ def _explain_finite(
     sample_ids: torch.Tensor,
     config: ExplainConfig,
     ibs: int,
+    references: torch.Tensor | None,
 ) -> Explanations:
     target, prediction = _targets(classifier, images, labels, config)
     tangent = tangent_space(manifold, images, config.rtol)
     attributions, deltas, gaps, flags = {}, {}, {}, {}
     baselines = frontier = reference = None
-    if any(name in IG_METHODS for name in config.methods):
+    if any(name in GAP_METHODS for name in config.methods):
         reference = reference_gaps(classifier, images, target, config.value_range)
     for name in config.methods:
         flags[name] = torch.zeros(len(images), dtype=torch.int64)
-        if name in IG_METHODS:
-            if name == "tangential":
-                search = optimal_baselines(
-                    classifier, images, tangent, target, config.value_range, config.search,
-                    sample_ids, ibs, config.seed,
-                )  # fmt: skip
-                baselines, frontier = search.baselines, search.frontier
-                flags[name][search.degenerate.cpu()] |= Flag.DEGENERATE
-                start = baselines
-            else:
-                sigma = config.gaussian_sigma if name == "gaussian" else config.blur_sigma
-                start = make_baselines(
-                    name, images, config.value_range, sigma=sigma, seed=config.seed,
-                    sample_ids=sample_ids,
-                )  # fmt: skip
-            result = integrated_gradients(
-                classifier, images, start, target, config.n_steps, config.method, ibs
-            )
+        result, search = explain_method(
+            name, classifier, manifold, images, target, sample_ids, config, ibs, references,
+            tangent,
+        )  # fmt: skip
+        if search is not None:
+            baselines, frontier = search.baselines, search.frontier
+            flags[name][search.degenerate.cpu()] |= Flag.DEGENERATE
+        if result.delta is not None and result.output_gap is not None:
             deltas[name], gaps[name] = result.delta, result.output_gap
-        else:
-            result = _gradient_explainer(name, classifier, images, target, sample_ids, config, ibs)
         attributions[name] = result.attributions
     mu = {name: alignment(value, tangent.basis) for name, value in attributions.items()}
     for name, value in mu.items():
         flags[name][torch.isnan(value).cpu()] |= Flag.ZERO_EXPLANATION
+
+    def explainer(name: str, ids: torch.Tensor) -> Explainer:
+        def run(model: Classifier, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return explain_method(
+                name, model, manifold, inputs, target, ids, config, ibs, references
+            )[0].attributions
+
+        return run
+
+    metrics = score(
+        classifier, images, attributions, target, sample_ids, config.metrics,
+        value_range=config.value_range, blur_sigma=config.blur_sigma, seed=config.seed,
+        internal_batch_size=ibs, explainer=explainer,
+    )  # fmt: skip
     return Explanations(
         sample_ids, target, prediction, tangent.rank, tangent.chance_level,
-        attributions, mu, deltas, gaps, flags, baselines, reference, frontier,
-    )  # fmt: skip
-
-
-def _gradient_explainer(
-    name: str,
-    classifier: Classifier,
-    images: torch.Tensor,
-    target: torch.Tensor,
-    sample_ids: torch.Tensor,
-    config: ExplainConfig,
-    ibs: int,
-) -> Attribution:
-    if name == "gradient":
-        return gradient(classifier, images, target, ibs)
-    if name == "inputxgrad":
-        return input_x_gradient(classifier, images, target, ibs)
-    return smoothgrad(
-        classifier, images, target, config.smoothgrad_sigma, config.smoothgrad_samples,
-        config.seed, sample_ids, ibs,
+        attributions, mu, deltas, gaps, flags, baselines, reference, frontier, metrics,
     )  # fmt: skip
 
 
@@ -218,14 +242,18 @@ def explain(
     sample_ids: torch.Tensor | np.ndarray | None = None,
     config: ExplainConfig | None = None,
     internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE,
+    references: torch.Tensor | np.ndarray | None = None,
 ) -> Explanations:
-    """Explain one batch of images (B, C, H, W) with every configured method.
+    """Explain one batch of images (B, C, H, W) with every configured method, and score
+    each explanation with the configured metrics.
 
-    ``sample_ids`` (default ``0..B-1``) seed the random base-points and SmoothGrad per image,
-    so an image's results do not depend on the batch it arrives in. Images with NaN or Inf
-    pixels raise :class:`DataError`, or with ``on_bad_image="skip"`` get NaN results and the
-    ``NON_FINITE_INPUT`` flag. At most ``internal_batch_size`` samples go through the
-    classifier per call.
+    ``sample_ids`` (default ``0..B-1``) seed everything random per image (random base-points,
+    SmoothGrad, Expected Gradients' draws, the metrics' perturbations), so an image's results
+    do not depend on the batch it arrives in. ``references`` (N, C, H, W): the images
+    Expected Gradients draws base-points from (needed for ``expectedgrad`` only). Images with
+    NaN or Inf pixels raise :class:`DataError`, or with ``on_bad_image="skip"`` get NaN
+    results and the ``NON_FINITE_INPUT`` flag. At most ``internal_batch_size`` samples go
+    through the classifier per call.
     """
     config = config or ExplainConfig()
     images = torch.as_tensor(images)
@@ -233,10 +261,11 @@ def explain(
         images = images.float()
     labels = None if labels is None else torch.as_tensor(labels)
     ids = torch.arange(len(images)) if sample_ids is None else torch.as_tensor(sample_ids)
+    references = _references(references, images, config)
     finite = torch.isfinite(images.flatten(1)).all(1)
     if bool(finite.all()):
         return _explain_finite(
-            classifier, manifold, images, labels, ids, config, internal_batch_size
+            classifier, manifold, images, labels, ids, config, internal_batch_size, references
         )
     if config.on_bad_image == "error":
         bad = ids[~finite.cpu()].tolist()
@@ -248,9 +277,21 @@ def explain(
         raise DataError("every image in this batch has NaN or Inf pixels")
     kept = _explain_finite(
         classifier, manifold, images[finite], None if labels is None else labels[finite],
-        ids[finite.cpu()], config, internal_batch_size,
+        ids[finite.cpu()], config, internal_batch_size, references,
     )  # fmt: skip
     return _fill_skipped(kept, finite, ids, images)
+
+
+def _references(
+    references: torch.Tensor | np.ndarray | None, images: torch.Tensor, config: ExplainConfig
+) -> torch.Tensor | None:
+    """Expected Gradients' reference images on the images' device and dtype; an error when
+    it runs without them."""
+    if "expectedgrad" not in config.methods:
+        return None
+    if references is None:
+        raise ValueError(NEEDS_REFERENCES)
+    return torch.as_tensor(references).to(images.device, images.dtype)
 
 
 def _fill_skipped(
@@ -278,6 +319,7 @@ def _fill_skipped(
         spread_all(kept.output_gap, torch.nan), flags,
         *(None if value is None else spread(value, torch.nan)
           for value in (kept.baselines, kept.reference_gap, kept.frontier)),
+        {name: spread_all(values, torch.nan) for name, values in kept.metrics.items()},
     )  # fmt: skip
 
 
@@ -289,6 +331,7 @@ def explain_batches(
     first_id: int = 0,
     device: torch.device | str | None = None,
     internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE,
+    references: torch.Tensor | np.ndarray | None = None,
 ) -> Iterator[Explanations]:
     """Explain a stream of batches (arrays, tensors, or the data reader's batches), lazily.
 
@@ -298,8 +341,11 @@ def explain_batches(
     ``first_id + start``, so a stream that skips batches, as a resumed run does, numbers the
     rest exactly as the full stream would; one that carries ``rows`` (the reader's batches of
     selected images) numbers its images ``first_id + rows``. Images are moved to ``device``
-    when one is given; ``internal_batch_size`` bounds the samples per model call.
+    when one is given; ``internal_batch_size`` bounds the samples per model call;
+    ``references`` are Expected Gradients' reference images (moved to ``device`` once).
     """
+    if references is not None:
+        references = torch.as_tensor(references, device=device)
     next_id = first_id
     for batch in batches:
         bare = isinstance(batch, torch.Tensor | np.ndarray)
@@ -311,4 +357,6 @@ def explain_batches(
             ids = first_id + torch.as_tensor(batch.rows, dtype=torch.long)
         next_id = start + len(images)
         images = torch.as_tensor(images, device=device)
-        yield explain(classifier, manifold, images, labels, ids, config, internal_batch_size)
+        yield explain(
+            classifier, manifold, images, labels, ids, config, internal_batch_size, references
+        )

@@ -129,9 +129,10 @@ def _explain_shard(
     )  # fmt: skip
     # the same iterator a Python pipeline uses; tee hands each batch's ids to the writer
     todo, todo_ids = itertools.tee(b for b in batches if b.start // storage.batch_size in pending)
+    references = None if plan.references is None else plan.references.images
     results = explain_batches(
         bundle.classifier, bundle.manifold, todo, job.config, task.first_id,
-        job.runtime.device, job.runtime.internal_batch_size,
+        job.runtime.device, job.runtime.internal_batch_size, references,
     )  # fmt: skip
     try:
         for batch, result in zip(todo_ids, _naming(task.shard, results), strict=True):
@@ -141,8 +142,10 @@ def _explain_shard(
     except BaseException:
         writer.abandon()
         raise
+    attrs = {} if plan.references is None else {"reference_data": str(plan.references.path)}
     writer.finish(
         {
+            **attrs,
             "bundle_manifest_sha256": plan.bundle_digest,
             "input_shard": str(task.shard.resolve()),
             "input_size": record["input"]["size"],

@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from tig_batch.pipeline import GRADIENT_METHODS, IG_METHODS
+from tig_batch.pipeline import GRADIENT_METHODS, IG_METHODS, PATH_METHODS
 from tig_batch.report._summary import Scores
 
 HEATMAP = "RdBu_r"  # diverging: red positive, blue negative, white zero
@@ -57,12 +57,16 @@ def density(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
 def density_figure(scores: Scores, out: Path) -> Path:
     """``alignment_density.png``: density of mu per method, chance level as a dashed line.
 
-    Base-points (IG) on the left, gradient explainers on the right, as in the paper's Figure 1.
+    Base-points (IG) on the left, gradient explainers on the right, as in the paper's Figure 1;
+    the path methods beyond the paper, when they ran, in a third panel.
     """
     plt = pyplot()
     chance = scores.chance_level
     grid = np.linspace(0, 1, 401)
-    panels = [("IG with each base-point", IG_METHODS), ("Gradient explainers", GRADIENT_METHODS)]
+    panels = [
+        ("IG with each base-point", IG_METHODS), ("Gradient explainers", GRADIENT_METHODS),
+        ("Path methods beyond the paper", PATH_METHODS),
+    ]  # fmt: skip
     panels = [(title, [m for m in group if m in scores.alignment]) for title, group in panels]
     panels = [(title, group) for title, group in panels if group]
     curves = {m: density(scores.alignment[m], grid) for _, group in panels for m in group}

@@ -16,11 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from tig_batch.pipeline import GRADIENT_METHODS, IG_METHODS
+from tig_batch.pipeline import GRADIENT_METHODS, IG_METHODS, PATH_METHODS
 from tig_batch.report._summary import Scores
 
 #: Where the unconstrained column (any gap) is drawn on the gap-fraction axis.
 _ANY_GAP_AT = -0.08
+#: The path methods' colours (the ten default ones are taken by the frontier, the IG
+#: base-points and the gradient explainers).
+_PATH_COLOURS = ("black", "dimgray", "darkgoldenrod")
 
 
 @dataclass(frozen=True)
@@ -110,13 +113,22 @@ def _draw_curve(
 
 
 def _draw_methods(ax: Any, scores: Scores) -> None:
-    """IG base-points as points at their mean gap; gradient explainers and chance as lines."""
+    """IG base-points (squares) and the path methods (hollow triangles, so a base-point at
+    the same place shows through) as points at their mean gap; gradient explainers and chance
+    as lines."""
     for i, method in enumerate(m for m in IG_METHODS if m in scores.gap):
         gap, mu = np.nanmean(scores.gap_fraction(method)), np.nanmean(scores.alignment[method])
         star = method == "tangential"
         label = f"{method}: mean gap {gap:.0%}, mean mu {mu:.2f}"
         ax.scatter(gap, mu, marker="*" if star else "s", s=110 if star else 45, zorder=3,
                    color=f"C{i + 1}", label=label)  # fmt: skip
+    for colour, method in zip(_PATH_COLOURS, PATH_METHODS, strict=True):
+        if method in scores.gap:
+            gap = np.nanmean(scores.gap_fraction(method))
+            mu = np.nanmean(scores.alignment[method])
+            label = f"{method}: mean gap {gap:.0%}, mean mu {mu:.2f}"
+            ax.scatter(gap, mu, marker="^", s=70, zorder=4, facecolors="none", edgecolors=colour,
+                       linewidths=1.6, label=label)  # fmt: skip
     for i, method in enumerate(m for m in GRADIENT_METHODS if m in scores.alignment):
         mu = np.nanmean(scores.alignment[method])
         ax.axhline(mu, color=f"C{i + 7}", ls="-.", lw=1.2,

@@ -11,18 +11,17 @@ from pathlib import Path
 
 from tig_batch.errors import DataError
 from tig_batch.report._examples import load_examples, select_examples
+from tig_batch.report._faithfulness import faithfulness_figure
 from tig_batch.report._figures import ColourScale, density_figure, examples_figure
 from tig_batch.report._frontier import frontier_figure
 from tig_batch.report._summary import (
     FLAGS_EXPLAINED,
-    TABLE_HEADER,
     MethodSummary,
     open_output,
     read_scores,
     summarize_scores,
-    table_rows,
-    write_summary,
 )
+from tig_batch.report._table import COLUMN_NOTES, table_header, table_rows, write_summary
 
 DEFAULT_EXAMPLES = 10
 
@@ -35,15 +34,21 @@ class Report:
     summaries: list[MethodSummary]
     chance_level: float
     n_images: int
-    files: dict[str, Path]  # "html", "markdown", "json", "density", "frontier", "examples"
+    files: dict[str, Path]  # "html", "markdown", "json", "density", "frontier",
+    # "faithfulness", "examples"
     notes: list[str]  # what could not be shown, e.g. an input shard that is gone
+
+
+def _job(path: Path) -> dict:
+    with open_output(path) as file:
+        return json.loads(file.attrs.get("job", "{}"))
 
 
 def _settings(path: Path) -> dict[str, object]:
     """The explain settings a reader needs to interpret the numbers, from the output's job."""
-    with open_output(path) as file:
-        job = json.loads(file.attrs.get("job", "{}"))
+    job = _job(path)
     config, search = job.get("config", {}), job.get("config", {}).get("search", {})
+    metrics = config.get("metrics", {})
     return {
         "backend": job.get("backend"),
         "target": config.get("target"),
@@ -54,8 +59,48 @@ def _settings(path: Path) -> dict[str, object]:
         "search n_steps": search.get("n_steps"),
         "search min_gap": _min_gap_words(search),
         "smoothgrad samples": config.get("smoothgrad_samples"),
+        "metrics": ", ".join(metrics.get("names", [])) or None,
+        "deletion and insertion": _flip_words(metrics),
+        "infidelity": _infidelity_words(metrics),
+        "max-sensitivity": (
+            f"{metrics.get('sensitivity_samples')} perturbations within "
+            f"{metrics.get('sensitivity_radius')}"
+            if "sensitivity" in metrics.get("names", [])
+            else None
+        ),
+        "expectedgrad references": _reference_words(job.get("references")),
         "bundle manifest sha256": (job.get("bundle_manifest_sha256") or "")[:12],
     }
+
+
+def _flip_words(metrics: dict) -> str | None:
+    if not {"deletion", "insertion"} & set(metrics.get("names", [])):
+        return None
+    return (
+        f"{metrics.get('deletion_steps')} steps, removed pixels replaced by the "
+        f"{metrics.get('deletion_replacement')} base-point, curve normalised by f_c(x)"
+    )
+
+
+def _infidelity_words(metrics: dict) -> str | None:
+    if "infidelity" not in metrics.get("names", []):
+        return None
+    scaled = ", attributions rescaled (normalize)" if metrics.get("infidelity_normalize") else ""
+    return (
+        f"{metrics.get('infidelity_samples')} Gaussian perturbations of sigma "
+        f"{metrics.get('infidelity_sigma')}{scaled}"
+    )
+
+
+def _reference_words(record: dict | None) -> str | None:
+    if not record:
+        return None
+    return f"{record['count']} images of {record['name']} (sha256 {record['sha256'][:12]})"
+
+
+def _replacement(path: Path) -> str | None:
+    """What deletion and insertion replaced pixels with, as the output records it."""
+    return _job(path).get("config", {}).get("metrics", {}).get("deletion_replacement")
 
 
 def _min_gap_words(search: dict) -> str | None:
@@ -85,8 +130,15 @@ def html_page(
     details: dict[str, object] | None = None,
     notes: Sequence[str] = (),
 ) -> Path:
-    """``report.html``: the table and the figures in one file (images inlined as data URIs)."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in TABLE_HEADER)
+    """``report.html``: the table, what each column means, and the figures in one file
+    (images inlined as data URIs)."""
+    header = table_header(summaries)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    columns = "".join(
+        f"<dt>{html.escape(h)}</dt><dd>{html.escape(COLUMN_NOTES[h])}</dd>"
+        for h in header
+        if h in COLUMN_NOTES
+    )
     cells = "".join(
         "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
         for row in table_rows(summaries)
@@ -94,6 +146,7 @@ def html_page(
     titles = {
         "alignment_density": "Density of mu per method",
         "alignment_gap_frontier": "What alignment costs: the alignment-gap frontier",
+        "alignment_deletion": "Alignment against faithfulness: mu and deletion AUC per method",
         "examples": "Examples",
     }
     images = "".join(
@@ -111,14 +164,17 @@ def html_page(
 <html><head><meta charset="utf-8"><title>tig-batch report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
-img{{max-width:100%}}.note{{color:#a40}}</style>
+img{{max-width:100%}}.note{{color:#a40}}dt{{font-weight:bold;margin-top:.4em}}
+dd{{margin-left:1.5em}}</style>
 </head><body><h1>Tangential alignment of explanations</h1>
 <p>mu = ||U<sup>T</sup>v|| / ||v||: the share of an explanation v in the tangent space of the
 data manifold. A random direction scores about the chance level sqrt(r/d) = {chance:.3f}.
 Read mu together with the output gap f<sub>c</sub>(x) - f<sub>c</sub>(a) (mean gap; gap /
 zero's: as a share of the zero base-point's gap): alignment bought by collapsing the gap
-explains nothing. Mean abs delta is IG's completeness error.</p>
+explains nothing. mu says whether an explanation is readable, not whether it is faithful to
+the model: the faithfulness columns (when explain computed them) say that.</p>
 <table><tr>{head}</tr>{cells}</table>
+<h2>The columns</h2><dl>{columns}</dl>
 <p>{html.escape(FLAGS_EXPLAINED[0].upper() + FLAGS_EXPLAINED[1:])}</p>
 <ul>{facts}</ul>{f'<ul class="note">{warnings}</ul>' if warnings else ""}{images}
 </body></html>
@@ -139,9 +195,11 @@ def write_report(
 
     Writes ``summary.md``, ``summary.json``, ``alignment_density.png``,
     ``alignment_gap_frontier.png`` (when the outputs hold the tangential search's frontier),
-    ``examples.png`` (the images with ``ids``, else ``n_examples`` spread over the target
-    classes; ``colour_scale`` as :func:`examples_figure` takes it) and ``report.html``, which
-    holds the table and the figures in one file.
+    ``alignment_deletion.png`` (when the outputs hold deletion AUCs: ``mu`` against deletion
+    AUC per method), ``examples.png`` (the images with ``ids``, else ``n_examples`` spread
+    over the target classes; ``colour_scale`` as :func:`examples_figure` takes it) and
+    ``report.html``, which holds the table, what each column means and the figures in one
+    file.
     """
     out = Path(out_dir)
     scores = read_scores(paths)
@@ -160,6 +218,9 @@ def write_report(
     frontier = frontier_figure(scores, out, _relative_min_gap(scores.files[0]))
     if frontier is not None:
         written["frontier"] = frontier
+    faithfulness = faithfulness_figure(scores, out, _replacement(scores.files[0]))
+    if faithfulness is not None:
+        written["faithfulness"] = faithfulness
     notes: list[str] = []
     refs = select_examples(scores.files, ids, n_examples) if n_examples or ids else []
     if refs:
@@ -169,6 +230,8 @@ def write_report(
         summaries, out, chance,
         {"files": [str(p) for p in scores.files], "n_images": scores.n_images, "notes": notes},
     )  # fmt: skip
-    figures = [written[k] for k in ("density", "frontier", "examples") if k in written]
+    figures = [
+        written[k] for k in ("density", "frontier", "faithfulness", "examples") if k in written
+    ]
     written["html"] = html_page(summaries, figures, out, chance, details, notes)
     return Report(out, summaries, chance, scores.n_images, written, notes)

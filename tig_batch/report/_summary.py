@@ -1,23 +1,22 @@
 """Read explain outputs and summarise them per method: the numbers behind every report.
 
 An explain output is one HDF5 file per input shard (``docs/format.md``). These functions read
-only the per-image scores (alignment, chance level, deltas, gaps, flags), never the
-attributions, so summarising a whole dataset costs a few floats per image.
+only the per-image scores (alignment, chance level, deltas, gaps, flags, faithfulness
+metrics), never the attributions, so summarising a whole dataset costs a few floats per image.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from tig_batch._faithfulness import METRICS
 from tig_batch.errors import DataError
-from tig_batch.pipeline import IG_METHODS, METHODS, Flag
+from tig_batch.pipeline import METHODS, Flag
 
 OUTPUT_FORMAT = "tig-batch-explanations"
 SHARD_FORMAT = "tig-batch-shards"
@@ -38,11 +37,12 @@ class MethodSummary:
     p10: float
     p90: float
     above_chance: float  # share of the counted images whose mu exceeds their chance sqrt(r/d)
-    mean_abs_delta: float | None  # IG methods: mean |convergence delta|
-    mean_output_gap: float | None  # IG methods: mean f_c(x) - f_c(a)
-    mean_gap_fraction: float | None  # IG methods: mean of the gap over the zero base-point's
+    mean_abs_delta: float | None  # methods with a gap: mean |convergence delta|
+    mean_output_gap: float | None  # methods with a gap: mean f_c(x) - f_c(a)
+    mean_gap_fraction: float | None  # the same: mean of the gap over the zero base-point's
     flagged: int  # images with any flag set
     flag_counts: dict[str, int]  # images per flag (see ``FLAG_NAMES``)
+    metrics: dict[str, float] = field(default_factory=dict)  # metric -> mean over finite values
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ class Scores:
     Each method keeps its own ``chance`` and ``reference`` (the zero base-point's output gap)
     columns, so files that ran different methods mix correctly. ``frontier`` is the tangential
     search's alignment-gap frontier (images, ``frontier_fractions``), from the files that hold
-    one (format 2 onwards).
+    one (format 2 onwards). ``metrics``: metric -> method -> values, row for row with the
+    method's ``alignment`` (NaN for the images of files without that metric; format 3 on).
     """
 
     files: tuple[Path, ...]
@@ -65,6 +66,7 @@ class Scores:
     reference: dict[str, np.ndarray]
     frontier: np.ndarray | None = None
     frontier_fractions: tuple[float, ...] = ()
+    metrics: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def gap_fraction(self, method: str) -> np.ndarray:
         """Each image's output gap over the zero base-point's; NaN where that is not positive
@@ -134,27 +136,34 @@ def read_scores(paths: Sequence[Path | str]) -> Scores:
     columns: dict[str, dict[str, list[np.ndarray]]] = {
         key: {} for key in ("chance", "alignment", "delta", "gap", "flags", "reference")
     }
+    metrics: dict[tuple[str, str], list[tuple[int, np.ndarray]]] = {}  # by file index
+    rows: dict[str, list[tuple[int, int]]] = {}  # method -> (file index, images) per file
     frontiers: list[np.ndarray] = []
     fractions: tuple[float, ...] = ()
     n_images = 0
-    for path in files:
+    for index, path in enumerate(files):
         with open_output(path) as file:
             try:
                 chance = file["chance_level"][:]
                 n_images += len(chance)
                 reference = _reference_gap(file, len(chance))
                 for method in [m for m in METHODS if f"alignment/{m}" in file]:
+                    rows.setdefault(method, []).append((index, len(chance)))
                     parts = {
                         "chance": chance,
                         "alignment": file[f"alignment/{method}"][:],
                         "flags": file[f"flags/{method}"][:],
                     }
-                    if method in IG_METHODS:
+                    if f"delta/{method}" in file:
                         parts["delta"] = file[f"delta/{method}"][:]
                         parts["gap"] = file[f"output_gap/{method}"][:]
                         parts["reference"] = reference
                     for key, value in parts.items():
                         columns[key].setdefault(method, []).append(value)
+                    for metric in METRICS:
+                        if f"metrics/{metric}/{method}" in file:
+                            values = file[f"metrics/{metric}/{method}"][:]
+                            metrics.setdefault((metric, method), []).append((index, values))
                 if "frontier/tangential" in file:
                     frontiers.append(file["frontier/tangential"][:].astype(np.float64))
                     fractions = tuple(float(f) for f in file.attrs["frontier_gap_fractions"])
@@ -167,8 +176,26 @@ def read_scores(paths: Sequence[Path | str]) -> Scores:
     return Scores(
         tuple(files), n_images, join("chance"), join("alignment"), join("delta"), join("gap"),
         join("flags"), join("reference"), np.concatenate(frontiers) if frontiers else None,
-        fractions,
+        fractions, _aligned_metrics(metrics, rows),
     )  # fmt: skip
+
+
+def _aligned_metrics(
+    found: dict[tuple[str, str], list[tuple[int, np.ndarray]]],
+    rows: dict[str, list[tuple[int, int]]],
+) -> dict[str, dict[str, np.ndarray]]:
+    """Each metric's values per method, row for row with the method's other columns: NaN for
+    the images of files that do not hold it (outputs of format 2 and before, or another
+    ``--metrics``)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for metric in METRICS:
+        for method, files in rows.items():
+            parts = dict(found.get((metric, method), []))
+            if parts:
+                out.setdefault(metric, {})[method] = np.concatenate(
+                    [parts.get(i, np.full(n, np.nan)).astype(np.float64) for i, n in files]
+                )
+    return out
 
 
 def reference_gap_dataset(file: h5py.File) -> h5py.Dataset | None:
@@ -206,6 +233,10 @@ def summarize_scores(scores: Scores) -> list[MethodSummary]:
                 if method in scores.gap else None,
                 flagged=int((scores.flags[method] != 0).sum()),
                 flag_counts=flag_counts(scores.flags[method]),
+                metrics={
+                    metric: _finite_mean(values[method])
+                    for metric, values in scores.metrics.items() if method in values
+                },
             )
         )  # fmt: skip
     return summaries
@@ -239,81 +270,3 @@ def summarize(paths: Sequence[Path | str]) -> list[MethodSummary]:
 def _finite_mean(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else float("nan")
-
-
-def format_value(value: float | None, digits: int = 3, percent: bool = False) -> str:
-    """A table cell: blank for a statistic that does not apply (None), ``n/a`` for one with no
-    finite value, else ``digits`` decimals (or a whole percentage)."""
-    if value is None:
-        return ""
-    if not math.isfinite(value):
-        return "n/a"
-    return f"{100 * value:.0f}%" if percent else f"{value:.{digits}f}"
-
-
-def markdown_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """A Markdown table's lines: the header, then ``rows``; numbers right-aligned after the
-    first column. One helper, so every table in the reports is drawn alike."""
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
-TABLE_HEADER = (
-    "method", "n", "mean mu", "median", "p10", "p90", "above chance", "mean gap",
-    "gap / zero's", "mean abs delta", "flagged",
-)  # fmt: skip
-
-
-def table_rows(summaries: Sequence[MethodSummary]) -> list[list[str]]:
-    """The table's cells as text, one row per method (shared by Markdown and HTML)."""
-    return [
-        [
-            s.method, str(s.count), format_value(s.mean), format_value(s.median),
-            format_value(s.p10), format_value(s.p90), format_value(s.above_chance, percent=True),
-            format_value(s.mean_output_gap), format_value(s.mean_gap_fraction, percent=True),
-            format_value(s.mean_abs_delta), flagged_text(s),
-        ]
-        for s in summaries
-    ]  # fmt: skip
-
-
-def flagged_text(summary: MethodSummary) -> str:
-    """The flagged count, with what the flags were when there are any: ``3 (3 small gap)``."""
-    why = ", ".join(f"{n} {name}" for name, n in summary.flag_counts.items() if n)
-    return f"{summary.flagged} ({why})" if summary.flagged else "0"
-
-
-def markdown_table(summaries: Sequence[MethodSummary], chance: float | None = None) -> str:
-    """The summary as a Markdown table (mu together with the output gap, as it must be read)."""
-    table = "".join(f"{line}\n" for line in markdown_rows(TABLE_HEADER, table_rows(summaries)))
-    notes = [] if chance is None else [f"Chance level sqrt(r/d): {chance:.3f} (mean over images)."]
-    if any(s.mean_gap_fraction is not None for s in summaries):
-        notes.append(
-            "gap / zero's: the output gap f_c(x) - f_c(a) as a share of the zero base-point's."
-        )
-    if any(s.flagged for s in summaries):
-        notes.append(FLAGS_EXPLAINED[0].upper() + FLAGS_EXPLAINED[1:])
-    return table + "".join(f"\n{note}\n" for note in notes)
-
-
-def _json_safe(value: object) -> object:
-    """NaN becomes null: JSON has no NaN, and strict readers refuse it."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_summary(
-    summaries: Sequence[MethodSummary], out: Path, chance: float, extra: dict | None = None
-) -> tuple[Path, Path]:
-    """``summary.md`` and ``summary.json`` (``extra``: more top-level JSON fields)."""
-    markdown = out / "summary.md"
-    markdown.write_text(markdown_table(summaries, chance))
-    data = {**(extra or {}), "chance_level": chance, "methods": [asdict(s) for s in summaries]}
-    path = out / "summary.json"
-    path.write_text(json.dumps(_json_safe(data), indent=2) + "\n")
-    return markdown, path
