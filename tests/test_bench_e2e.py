@@ -211,9 +211,34 @@ def test_e2e_quick_run_on_tiny_models(tmp_path: Path) -> None:
     assert all(p["plain_ig"] is None for p in curves["tangent rank"]["points"])
     assert all(p["tangent_step"] > 0 for c in curves.values() for p in c["points"])
     assert curves["d"]["slopes"]["plain_ig"] is None  # one image size in --quick
+    metrics = report["metrics"]
+    assert metrics["images"] == 4 and metrics["rounds"] == 1
+    assert metrics["metrics"] == ["deletion", "insertion", "infidelity", "sparseness"]
+    assert metrics["seconds_without"] > 0 and metrics["seconds_with"] > 0
+    assert metrics["ratio"] == pytest.approx(metrics["seconds_with"] / metrics["seconds_without"])
+    assert "| default metrics |" in result.output
     assert [g["goal"].split(" ")[0] for g in report["goals"]] == [
-        "plain", "IG", *["tangential"] * len(SEARCHES)
+        "plain", "IG", *["tangential"] * len(SEARCHES), "explain"
     ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_e2e_only_runs_one_part(tmp_path: Path) -> None:
+    _one_step_bundle(tmp_path / "bundle")
+    json_path = tmp_path / "e2e.json"
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench", "e2e", "--bundle", str(tmp_path / "bundle"), "--quick", "--threads", "1",
+            "-q", "--only", "metrics", "--json", str(json_path),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(json_path.read_text())
+    assert report["plain_ig"] == [] and report["tangential"] == [] and report["scaling"] == []
+    assert report["flops"] is None and report["metrics"]["images"] == 4
+    assert [g["goal"].split(" ")[0] for g in report["goals"]] == ["explain"]
+    assert "**Plain IG**" not in result.output and "**Faithfulness metrics**" in result.output
 
 
 def _one_step_bundle(path: Path) -> None:

@@ -21,6 +21,7 @@ from tig_batch import (
     sparseness,
 )
 from tig_batch.engine import (
+    infidelities,
     infidelity_perturbations,
     rank_correlation,
     sensitivity_perturbations,
@@ -102,6 +103,26 @@ def test_infidelity_does_not_depend_on_the_batch(images: torch.Tensor) -> None:
     )
     # the noise is identical; the model's sums may round differently in another batch size
     torch.testing.assert_close(alone, whole[2:3], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_infidelities_share_the_perturbations_and_give_each_its_own_score(
+    normalize: bool, images: torch.Tensor
+) -> None:
+    model = TorchClassifier(relu_cnn())
+    maps = {
+        "gradient": gradient(model, images, TARGET).attributions,
+        "ig": integrated_gradients(model, images, 0.0, TARGET, n_steps=8).attributions,
+    }
+    calls = []
+    logits = model.logits
+    model.logits = lambda x: calls.append(len(x)) or logits(x)  # type: ignore[method-assign]
+    shared = infidelities(model, images, maps, TARGET, 0.2, 6, normalize, seed=3)
+    assert sum(calls) == 4 + 4 * 6  # f(x) and the perturbed inputs, once for both maps
+    model.logits = logits  # type: ignore[method-assign]
+    for name, value in maps.items():
+        alone = infidelity(model, images, value, TARGET, 0.2, 6, normalize, seed=3)
+        torch.testing.assert_close(shared[name], alone, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("explainer", ["gradient", "ig"])

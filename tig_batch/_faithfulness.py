@@ -18,7 +18,7 @@ from tig_batch.engine import (
     Explainer,
     ValueRange,
     deletion_insertion,
-    infidelity,
+    infidelities,
     sensitivity_max,
     sparseness,
 )
@@ -118,12 +118,6 @@ def score(
             for name, auc in (("deletion", flips.deletion_auc), ("insertion", flips.insertion_auc)):
                 if name in scores:
                     scores[name][method] = auc
-        if "infidelity" in scores:
-            scores["infidelity"][method] = infidelity(
-                classifier, images, value, target, metrics.infidelity_sigma,
-                metrics.infidelity_samples, metrics.infidelity_normalize, seed, sample_ids,
-                internal_batch_size,
-            )  # fmt: skip
         if "sensitivity" in scores:
             if explainer is None:
                 raise ValueError("max-sensitivity re-runs the method: give explainer")
@@ -133,7 +127,13 @@ def score(
             )  # fmt: skip
         if "sparseness" in scores:
             scores["sparseness"][method] = sparseness(value)
-    return scores
+    if "infidelity" in scores:  # one set of perturbations and forward passes for every method
+        scores["infidelity"] = infidelities(
+            classifier, images, attributions, target, metrics.infidelity_sigma,
+            metrics.infidelity_samples, metrics.infidelity_normalize, seed, sample_ids,
+            internal_batch_size,
+        )  # fmt: skip
+    return {name: scores[name] for name in metrics.names}
 
 
 def _sensitivity(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tig_batch.bench._e2e_metrics import MetricsOverhead
+from tig_batch.bench._measure import FlopReport
 from tig_batch.bench.e2e import E2EResult
 from tig_batch.bench.scaling import ScalingCurve
 
@@ -13,7 +15,8 @@ def _mib(value: float | None) -> str:
 
 
 def to_markdown(result: E2EResult) -> str:
-    """The tables of one run: plain IG, tangential IG, FLOPs, scaling, goals."""
+    """The tables of one run: plain IG, tangential IG, FLOPs, metrics, scaling, goals (the
+    parts that ran)."""
     s = result.settings
     lines = [
         *(
@@ -24,6 +27,55 @@ def to_markdown(result: E2EResult) -> str:
         f"Bundle `{result.bundle}`, {result.threads} thread(s); torch "
         f"{result.versions['torch']}, ONNX Runtime {result.versions['onnxruntime']}, Captum "
         f"{result.versions['captum']}.",
+    ]
+    if result.plain_ig and result.flops is not None:
+        lines += _plain(result, result.flops)
+    if result.tangential:
+        lines += _tangential(result)
+    if result.metrics is not None:
+        lines += _metrics(result.metrics)
+    if result.scaling:
+        lines += ["", "**Scaling** (ONNX backend, images/s):"]
+        for curve in result.scaling:
+            lines += [
+                "",
+                f"| {curve.variable} | plain IG | one-step search |",
+                "|---:|---:|---:|",
+                *(
+                    f"| {p.value} | {_rate(p.plain_ig)} | {_rate(p.tangent_step)} |"
+                    for p in curve.points
+                ),
+                "",
+                f"{curve.variable}: {curve.statement()}.",
+            ]
+    lines += ["", "**Goals**:", ""]
+    lines += [f"- {'met' if g.met else 'NOT met'}: {g.goal}: {g.measured}" for g in result.goals]
+    return "\n".join(lines) + "\n"
+
+
+def _metrics(m: MetricsOverhead) -> list[str]:
+    without, with_ = m.images / m.seconds_without, m.images / m.seconds_with
+    cells = " | ".join(f"{a:.1f} / {b:.1f}" for a, b in zip(
+        m.seconds_by_round["without"], m.seconds_by_round["with"], strict=True))  # fmt: skip
+    return [
+        "",
+        f"**Faithfulness metrics** (`tig-batch explain` at its defaults, every step of the run "
+        f"included, on the first {m.images} mnist-5k test digits, with the default metrics "
+        f"({', '.join(m.metrics)}) and with `--metrics none`; {m.rounds} alternating rounds "
+        "after a warm-up round):",
+        "",
+        "| explain | median seconds | images/s | ratio |",
+        "|---|---:|---:|---:|",
+        f"| --metrics none | {m.seconds_without:.1f} | {without:.2f} | 1.00x |",
+        f"| default metrics | {m.seconds_with:.1f} | {with_:.2f} | {m.ratio:.2f}x |",
+        "",
+        f"Seconds per round (none / default metrics): {cells}.",
+    ]
+
+
+def _plain(result: E2EResult, f: FlopReport) -> list[str]:
+    s = result.settings
+    lines = [
         "",
         f"**Plain IG** ({s['n_images']} mnist-5k test digits, zero base-point, {s['n_steps']} "
         f"midpoint nodes, batches of {s['batch_size']}; median of {s['repeats']} alternating "
@@ -55,18 +107,25 @@ def to_markdown(result: E2EResult) -> str:
             for r in result.plain_ig
         ),
     ]
-    f = result.flops
     lines += [
         "",
         f"One gradient evaluation (forward + input-gradient backward) of the classifier: "
         f"{f.per_evaluation / 1e6:.1f} MFLOP per sample (torch FlopCounterMode); a float32 "
         f"{f.matmul_size}^3 matrix product, timed in the same alternating rounds: "
         f"{f.matmul_gflops:.1f} GFLOP/s on the same threads.",
+    ]
+    return lines
+
+
+def _tangential(result: E2EResult) -> list[str]:
+    s = result.settings
+    rate = result.tangent_space_images_per_s or float("nan")
+    lines = [
         "",
         f"**Tangential IG** (search, then a {s['n_steps']}-node IG; the reference on the first "
         f"{s['reference_images']} digits, keeping {s['reference']['min_gap']:.0%} of the zero "
         "base-point's output gap like the defaults; tangent bases shared, computed once at "
-        f"{result.tangent_space_images_per_s:.1f} images/s and not in the rates; median of "
+        f"{rate:.1f} images/s and not in the rates; median of "
         f"{s['tangential_repeats']} alternating rounds):",
         "",
         "| contender | images | images/s | vs reference | mean mu | mean mu (reference's "
@@ -81,23 +140,7 @@ def to_markdown(result: E2EResult) -> str:
             f"{r.keeping_min_gap:.0%} | {r.mean_search_mu:.3f} | "
             f"{r.gradient_evaluations_per_image:,.0f} | {_mib(r.peak_rss_mib)} |"
         )
-    if result.scaling:
-        lines += ["", "**Scaling** (ONNX backend, images/s):"]
-        for curve in result.scaling:
-            lines += [
-                "",
-                f"| {curve.variable} | plain IG | one-step search |",
-                "|---:|---:|---:|",
-                *(
-                    f"| {p.value} | {_rate(p.plain_ig)} | {_rate(p.tangent_step)} |"
-                    for p in curve.points
-                ),
-                "",
-                f"{curve.variable}: {curve.statement()}.",
-            ]
-    lines += ["", "**Goals**:", ""]
-    lines += [f"- {'met' if g.met else 'NOT met'}: {g.goal}: {g.measured}" for g in result.goals]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _rate(value: float | None) -> str:

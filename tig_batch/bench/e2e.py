@@ -6,9 +6,11 @@ batch size and reported at its fastest (torch eager's best size is far from ONNX
 tangential IG by the paper-style reference (:mod:`tig_batch.bench.reference`, in
 ``_e2e_tangential``) and by tig-batch's batched search (one contender per
 :class:`~tig_batch.engine.BaselineSearch`); the peak RSS of each; the
-classifier's achieved GFLOP/s against a float32 matrix product's; and the scaling curves
-(:mod:`tig_batch.bench.scaling`). Contenders are timed in alternation so that drifting
-machine load hits all alike; compare ratios, not absolute rates.
+classifier's achieved GFLOP/s against a float32 matrix product's; ``explain`` at its defaults
+with and without the default faithfulness metrics (``_e2e_metrics``); and the scaling curves
+(:mod:`tig_batch.bench.scaling`). ``E2ESettings.parts`` picks the parts. Contenders are timed
+in alternation so that drifting machine load hits all alike; compare ratios, not absolute
+rates.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Any
 import torch
 
 from tig_batch.backends import DEFAULT_INTERNAL_BATCH_SIZE, BackendName, Runtime, load_bundle
+from tig_batch.bench._e2e_goals import CAPTUM, Goal, goals_met
+from tig_batch.bench._e2e_metrics import MetricsOverhead, metrics_overhead
 from tig_batch.bench._e2e_tangential import TangentialRow, search_with_overrides, tangential
 from tig_batch.bench._measure import (
     FlopReport,
@@ -38,8 +42,8 @@ from tig_batch.engine import (
     integrated_gradients,
 )
 from tig_batch.errors import ModelError, TigBatchError
+from tig_batch.pipeline import ExplainConfig
 
-CAPTUM = "Captum"
 MATMUL, MATMUL_CALLS = "matmul", 3  # products per alternating round
 
 # Our tangential contenders: one BaselineSearch each, compared with the reference, which keeps
@@ -54,10 +58,15 @@ SEARCHES: dict[str, BaselineSearch] = {
 }
 
 
+PARTS = ("plain", "tangential", "metrics")
+
+
 @dataclass(frozen=True)
 class E2ESettings:
-    """What ``bench e2e`` runs. ``search_iterations``/``search_n_steps`` override every
-    contender's search (only ``--quick`` does, to stay small)."""
+    """What ``bench e2e`` runs: ``parts`` (of :data:`PARTS`), then the scaling curves unless
+    ``scaling`` is None. ``search_iterations``/``search_n_steps`` override every tangential
+    contender's search (only ``--quick`` does, to stay small). The metrics part runs
+    ``explain`` with ``explain`` (its defaults) on ``metrics_images`` digits."""
 
     n_images: int = 64  # plain IG and our tangential IG
     batch_size: int = 32  # images per call, every contender
@@ -74,14 +83,28 @@ class E2ESettings:
     search_n_steps: int | None = None
     matmul_size: int = 2048
     scaling: ScalingGrid | None = field(default_factory=ScalingGrid)
+    parts: tuple[str, ...] = PARTS
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    metrics_images: int = 64
+    metrics_repeats: int = 3
     smoke: bool = False  # --quick: the numbers show that it runs, not how fast
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.parts if p not in PARTS]
+        if unknown:
+            raise ValueError(
+                f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}"
+            )
 
 
 QUICK = E2ESettings(
     n_images=4, batch_size=2, n_steps=8, internal_batch_sizes=(4, 16), repeats=1,
     tangential_repeats=1, reference_images=2,
     reference=ReferenceSearch(n_iterations=3, n_steps=4), search_iterations=3, search_n_steps=4,
-    matmul_size=256, smoke=True,
+    matmul_size=256, smoke=True, metrics_images=4, metrics_repeats=1,
+    explain=ExplainConfig(
+        n_steps=8, search=BaselineSearch(n_iterations=3, n_steps=4), smoothgrad_samples=3
+    ),
     scaling=ScalingGrid(
         batch_sizes=(1, 2), n_steps=(4, 8), shapes=((1, 28, 28),), ranks=(4, 8), batch_size=2,
         ig_steps=8, search_steps=4, rank=4, repeats=1,
@@ -214,33 +237,27 @@ def plain_ig(
 
 
 @dataclass(frozen=True)
-class Goal:
-    """One of the issue's goals, what was measured for it, and whether it was met."""
-
-    goal: str
-    measured: str
-    met: bool
-
-
-@dataclass(frozen=True)
 class E2EResult:
     """Everything ``bench e2e`` measured; :meth:`to_dict` is the JSON output."""
 
     bundle: str
     threads: int
     settings: dict[str, Any]
-    flops: FlopReport
+    flops: FlopReport | None  # None without the plain part
     plain_ig: list[PlainRow]
     tangential: list[TangentialRow]
-    tangent_space_images_per_s: float
+    tangent_space_images_per_s: float | None  # None without the tangential part
     scaling: list[ScalingCurve]
     goals: list[Goal]
     versions: dict[str, str]
+    metrics: MetricsOverhead | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         for curve, raw in zip(self.scaling, out["scaling"], strict=True):
             raw["statement"] = curve.statement()
+        if self.metrics is not None:
+            out["metrics"]["ratio"] = self.metrics.ratio
         return _finite(out)
 
 
@@ -270,36 +287,6 @@ def test_images(n: int, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.as_tensor(batch.images)
 
 
-def _goals(plain: list[PlainRow], tang: list[TangentialRow]) -> list[Goal]:
-    by_name = {r.name: r for r in plain}
-    best_ig = max((r for r in plain if r.name != CAPTUM), key=lambda r: r.images_per_s)
-    goals = [
-        Goal(
-            "plain IG >= 3x Captum",
-            f"{best_ig.name}: {best_ig.ratio_to_captum:.2f}x "
-            f"(torch {by_name['tig-batch torch'].ratio_to_captum:.2f}x, "
-            f"ONNX {by_name['tig-batch onnx'].ratio_to_captum:.2f}x)",
-            best_ig.ratio_to_captum >= 3,
-        ),
-        Goal(
-            "IG at >= 40% of the matrix product's GFLOP/s",
-            f"{best_ig.name}: {best_ig.percent_of_matmul:.0f}%",
-            best_ig.percent_of_matmul >= 40,
-        ),
-    ]
-    ref = tang[-1]
-    for row in tang[:-1]:
-        goals.append(
-            Goal(
-                f"tangential ({row.name}) >= 10x the reference at equal or higher mean mu",
-                f"{row.speedup_vs_reference:.1f}x, mean mu {row.mean_mu_shared:.3f} vs "
-                f"{ref.mean_mu_shared:.3f} on the reference's {ref.images} images",
-                row.speedup_vs_reference >= 10 and row.mean_mu_shared >= ref.mean_mu_shared,
-            )
-        )
-    return goals
-
-
 def run_e2e(
     bundle: Path,
     settings: E2ESettings = E2ESettings(),
@@ -314,7 +301,8 @@ def run_e2e(
     import onnxruntime
 
     say = progress or (lambda message: None)
-    _captum_ig()  # fail before anything slow runs
+    if "plain" in settings.parts:
+        _captum_ig()  # fail before anything slow runs
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -330,14 +318,23 @@ def run_e2e(
         per_evaluation = gradient_flops(loaded.classifier.module, shape)  # type: ignore[attr-defined]
         images = test_images(max(settings.n_images, settings.reference_images), shape)
         target = loaded.classifier.logits(images).argmax(1)
-        say(
-            f"plain IG: {settings.n_images} digits, {settings.repeats} rounds alternating with a "
-            f"{settings.matmul_size}^3 float32 matrix product"
-        )
         n = settings.n_images
         runtime = dataclasses.replace(runtime, backend="onnx")
-        plain, flops = plain_ig(bundle, images[:n], target[:n], settings, runtime, per_evaluation)
-        tang, tangent_rate = tangential(bundle, images, target, settings, runtime, searches, say)
+        plain, flops, tang, tangent_rate, metrics = [], None, [], None, None
+        if "plain" in settings.parts:
+            say(
+                f"plain IG: {settings.n_images} digits, {settings.repeats} rounds alternating "
+                f"with a {settings.matmul_size}^3 float32 matrix product"
+            )
+            plain, flops = plain_ig(
+                bundle, images[:n], target[:n], settings, runtime, per_evaluation
+            )
+        if "tangential" in settings.parts:
+            tang, tangent_rate = tangential(
+                bundle, images, target, settings, runtime, searches, say
+            )
+        if "metrics" in settings.parts:
+            metrics = metrics_overhead(bundle, settings, runtime, say)
         curves = (
             []
             if settings.scaling is None
@@ -352,7 +349,7 @@ def run_e2e(
     }
     return E2EResult(
         str(bundle), runtime.threads, _settings_dict(settings, searches), flops, plain, tang,
-        tangent_rate, curves, _goals(plain, tang), versions,
+        tangent_rate, curves, goals_met(plain, tang, metrics), versions, metrics,
     )  # fmt: skip
 
 

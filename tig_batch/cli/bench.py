@@ -226,14 +226,29 @@ def backends(
     help="The bundle to measure (mnist-5k shaped). Default: the quickstart's cached bundle.",
 )  # fmt: skip
 @click.option("--threads", type=click.IntRange(1), help="Threads for torch and ONNX Runtime.")
-@click.option("--images", "n_images", type=click.IntRange(1), help="Digits for plain IG and ours.")
+@click.option(
+    "--images",
+    "n_images",
+    type=click.IntRange(1),
+    help="Digits for plain IG, ours, and explain with and without metrics.",
+)
 @click.option("--reference-images", type=click.IntRange(1), help="Digits for the slow reference.")
 @click.option(
     "--reference-iterations", type=click.IntRange(1),
     help="Adam steps of the reference (default 100, chosen by a sweep: docs/performance.md).",
 )  # fmt: skip
-@click.option("--repeats", type=click.IntRange(1), help="Alternating rounds of plain IG.")
+@click.option(
+    "--repeats",
+    type=click.IntRange(1),
+    help="Alternating rounds of plain IG and of the metrics part.",
+)
 @click.option("--no-scaling", is_flag=True, help="Skip the scaling curves.")
+@click.option(
+    "--only", type=click.Choice(["plain", "tangential", "metrics"]),
+    help="Run one part (and no scaling curves): plain IG against Captum, tangential IG "
+    "against the reference, or explain at its defaults with and without the default "
+    "faithfulness metrics.",
+)  # fmt: skip
 @click.option("--quick", is_flag=True, help="Tiny settings everywhere: a smoke test, not a result.")
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -256,6 +271,7 @@ def e2e(
     reference_iterations: int | None,
     repeats: int | None,
     no_scaling: bool,
+    only: str | None,
     quick: bool,
     json_path: Path | None,
     markdown_path: Path | None,
@@ -267,25 +283,30 @@ def e2e(
     On the same bundle, mnist-5k test digits and settings: plain IG by Captum, tig-batch's
     torch and ONNX backends; tangential IG by a paper-style reference (one image at a time,
     exact gradients by double backward, Adam) and by tig-batch's batched search; peak RSS of
-    each; achieved GFLOP/s of IG against a float32 matrix product; scaling curves against
-    batch size, n_steps, image size and tangent rank. Prints the tables (Markdown).
+    each; achieved GFLOP/s of IG against a float32 matrix product; `tig-batch explain` at its
+    defaults with and without the default faithfulness metrics (the goal: within 1.3x);
+    scaling curves against batch size, n_steps, image size and tangent rank. Prints the
+    tables (Markdown).
 
     \b
     Example:
         tig-batch bench e2e --threads 2 --json e2e.json --markdown e2e.md --figure e2e.png
         tig-batch bench e2e --bundle real-bundle --reference-images 4 --no-scaling
+        tig-batch bench e2e --bundle real-bundle --threads 2 --only metrics
     """
     from tig_batch.bench import e2e as runner
     from tig_batch.bench import plot_scaling, to_markdown
 
-    if figure_path is not None and no_scaling:
-        raise click.UsageError("--figure draws the scaling curves: drop --no-scaling")
+    if figure_path is not None and (no_scaling or only):
+        raise click.UsageError("--figure draws the scaling curves: drop --no-scaling and --only")
     bundle = bundle or _default_bundle()
     settings = runner.QUICK if quick else runner.E2ESettings()
     changes = {
         k: v
         for k, v in (
-            ("n_images", n_images), ("reference_images", reference_images), ("repeats", repeats)
+            ("n_images", n_images), ("metrics_images", n_images),
+            ("reference_images", reference_images), ("repeats", repeats),
+            ("metrics_repeats", repeats),
         )
         if v is not None
     }  # fmt: skip
@@ -293,8 +314,10 @@ def e2e(
         changes["reference"] = dataclasses.replace(
             settings.reference, n_iterations=reference_iterations
         )
-    if no_scaling:
+    if no_scaling or only:
         changes["scaling"] = None
+    if only:
+        changes["parts"] = (only,)
     settings = dataclasses.replace(settings, **changes)
 
     def progress(message: str) -> None:

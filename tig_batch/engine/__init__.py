@@ -27,6 +27,7 @@ from tig_batch.engine._ig import (
 )
 from tig_batch.engine._metrics import (
     Explainer,
+    infidelities,
     infidelity,
     infidelity_perturbations,
     rank_correlation,
@@ -71,6 +72,8 @@ __all__ = [
     "explained_outputs",
     "gradient",
     "guided_integrated_gradients",
+    "infidelities",
+    "infidelities",
     "infidelity",
     "infidelity_perturbations",
     "input_x_gradient",

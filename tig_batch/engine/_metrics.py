@@ -8,7 +8,7 @@ stream of its own, so a score does not depend on the batch an image arrives in.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -115,12 +115,35 @@ def infidelity(
     which makes the score blind to the attributions' scale: use it to compare methods whose
     units differ (gradients and IG). Forward passes only, ``internal_batch_size`` per call.
     """
-    check_attributions(inputs, attributions, n_perturb_samples)
+    return infidelities(
+        model, inputs, {"": attributions}, target, sigma, n_perturb_samples, normalize, seed,
+        sample_ids, internal_batch_size,
+    )[""]  # fmt: skip
+
+
+def infidelities(
+    model: Classifier,
+    inputs: torch.Tensor,
+    attributions: Mapping[str, torch.Tensor],
+    target: Target = None,
+    sigma: float = DEFAULT_INFIDELITY_SIGMA,
+    n_perturb_samples: int = DEFAULT_PERTURB_SAMPLES,
+    normalize: bool = False,
+    seed: int = 0,
+    sample_ids: torch.Tensor | None = None,
+    internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE,
+) -> dict[str, torch.Tensor]:
+    """:func:`infidelity` of several attributions of the same inputs (e.g. one per method),
+    by name: the perturbations depend only on the inputs and the seed, so they and their
+    forward passes are shared, and each score is what :func:`infidelity` gives alone."""
+    for value in attributions.values():
+        check_attributions(inputs, value, n_perturb_samples)
     target = resolve_target(model, inputs, target)
     outputs = forward_outputs(model, inputs, target, internal_batch_size)
     ids = torch.arange(inputs.shape[0]) if sample_ids is None else sample_ids.cpu()
     n = n_perturb_samples
-    dots, diffs = [], []
+    dots: dict[str, list[torch.Tensor]] = {name: [] for name in attributions}
+    diffs = []
     for rows in image_groups(inputs.shape[0], n, internal_batch_size):
         noise = infidelity_perturbations(inputs[rows], sigma, n, seed, ids[rows])
         perturbed = inputs[rows].repeat_interleave(n, dim=0) - noise
@@ -128,9 +151,14 @@ def infidelity(
             model, perturbed, target[rows].repeat_interleave(n), internal_batch_size
         )
         diffs.append(outputs[rows, None] - changed.view(-1, n))
-        weighted = attributions[rows].repeat_interleave(n, dim=0) * noise
-        dots.append(weighted.flatten(1).sum(1).view(-1, n))
-    dot, diff = torch.cat(dots), torch.cat(diffs)
+        for name, value in attributions.items():
+            weighted = value[rows].repeat_interleave(n, dim=0) * noise
+            dots[name].append(weighted.flatten(1).sum(1).view(-1, n))
+    diff = torch.cat(diffs)
+    return {name: _infidelity(torch.cat(parts), diff, normalize) for name, parts in dots.items()}
+
+
+def _infidelity(dot: torch.Tensor, diff: torch.Tensor, normalize: bool) -> torch.Tensor:
     if normalize:
         squares = (dot * dot).sum(1)
         beta = (dot * diff).sum(1) / torch.where(squares == 0, torch.ones_like(squares), squares)
