@@ -73,7 +73,6 @@ __all__ = [
     "gradient",
     "guided_integrated_gradients",
     "infidelities",
-    "infidelities",
     "infidelity",
     "infidelity_perturbations",
     "input_x_gradient",
