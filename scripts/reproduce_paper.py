@@ -289,7 +289,7 @@ def run(opts: dict, command: str) -> None:
     lap("models")
     if not opts["skip_main"]:
         for comparison in compare_methods(
-            models, splits.test, settings, report.backend, threads, figures, say, quiet,
+            models, splits, settings, report.backend, threads, figures, say, quiet,
             cached_only,
         ):  # fmt: skip
             report.add_comparison(comparison)

@@ -99,7 +99,7 @@ def test_table_equals_numpy_on_the_written_explanations(quick_run) -> None:
     assert [p.name for p in outputs] == ["test-00000.h5", "test-00001.h5"]  # shards of 6
     table = _table(text, "## Alignment per method")
     methods = [m for m in table if m not in ("method", PAPER_MODE)]
-    assert len(methods) == 9
+    assert len(methods) == 12  # the paper's nine and Guided IG, Blur IG, Expected Gradients
     gaps = [f"output_gap/{m}" for m in methods if m not in ("gradient", "smoothgrad",
                                                              "inputxgrad")]  # fmt: skip
     data = _columns(outputs, ["chance_level", *[f"alignment/{m}" for m in methods], *gaps])
@@ -138,6 +138,27 @@ def test_table_equals_numpy_on_the_written_explanations(quick_run) -> None:
     assert optimizers["ascent, 3 iterations"][6:8] == ["3.0", str(4 * 8)]
     assert optimizers["projection, 60 iterations, min_gap 0.5"][6:8] == ["60.0", str(61 * 2)]
     assert (root / "docs" / "results" / "ablations.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_faithfulness_table_equals_numpy_on_the_written_metrics(quick_run) -> None:
+    root, _, _ = quick_run
+    text = (root / "docs" / "results.md").read_text()
+    table = _table(text, "## Faithfulness per method")
+    header = table.pop("method")
+    metrics = ["deletion", "insertion", "infidelity", "sparseness"]  # the default set
+    assert [h.split(" ")[0] for h in header] == ["deletion", "insertion", "infidelity",
+                                                 "sparseness", "mean"]  # fmt: skip
+    methods = [m for m in table if m != PAPER_MODE]
+    names = [f"metrics/{k}/{m}" for k in metrics for m in methods]
+    deltas = [f"delta/{m}" for m in methods if m not in ("gradient", "smoothgrad", "inputxgrad")]
+    data = _columns(_outputs(root / "work"), names + deltas)
+    for method in methods:
+        expected = [_fmt(np.nanmean(data[f"metrics/{k}/{method}"])) for k in metrics]
+        delta = data.get(f"delta/{method}")
+        expected.append("" if delta is None else _fmt(np.nanmean(np.abs(delta))))
+        assert table[method] == expected, method
+    assert (root / "docs" / "results" / "alignment_deletion.png").read_bytes()[:4] == b"\x89PNG"
     assert (root / "docs" / "results" / "alignment_density.png").stat().st_size > 0
     assert "![Example explanations](results/examples.png)" in text
     assert "![The alignment-gap frontier](results/alignment_gap_frontier.png)" in text

@@ -15,7 +15,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from tig_batch.report import (
     Scores,
     density_figure,
     examples_figure,
+    faithfulness_figure,
     frontier_figure,
     load_examples,
     read_scores,
@@ -37,7 +38,7 @@ from tig_batch.report import (
 )
 from tig_batch.runner import run
 from tig_batch.study._build import first_images
-from tig_batch.study._settings import Log, Settings, bundle_path, digest
+from tig_batch.study._settings import Log, Settings, Splits, bundle_path, digest
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class Row:
     mean_gap: float | None
     gap_fraction: float | None  # mean gap over the zero base-point's
     flagged: int
+    mean_abs_delta: float | None = None  # completeness error (methods with a gap)
+    metrics: dict[str, float] = field(default_factory=dict)  # faithfulness metric -> mean
 
 
 def rows_from_scores(scores: Scores, rename: dict[str, str] | None = None) -> list[Row]:
@@ -70,6 +73,7 @@ def rows_from_scores(scores: Scores, rename: dict[str, str] | None = None) -> li
                 (rename or {}).get(summary.method, summary.method), summary.count,
                 summary.mean, q25, summary.median, q75, summary.above_chance,
                 summary.mean_output_gap, summary.mean_gap_fraction, summary.flagged,
+                summary.mean_abs_delta, summary.metrics,
             )
         )  # fmt: skip
     return rows
@@ -93,16 +97,17 @@ class Comparison:
     n_images: int
     n_total: int
     explain_seconds: float
-    figures: dict[str, Path]  # "density", "frontier", "examples"
+    figures: dict[str, Path]  # "density", "frontier", "faithfulness", "examples"
     notes: list[str]  # what the examples could not show, e.g. an input shard that is gone
     paper_mode: Row | None = None
     paper_images: int = 0
 
 
-def explain_key(settings: Settings, inputs: str, backend: str) -> str:
+def explain_key(settings: Settings, inputs: str, backend: str, references: str = "") -> str:
     """The cache key of the main comparison's explanations (its directory is
-    ``explained-<key>``): everything that determines them, so a rerun resumes them."""
-    return digest([settings.explain, settings.storage, inputs, backend])
+    ``explained-<key>``): everything that determines them, so a rerun resumes them
+    (``references``: what Expected Gradients draws its base-points from)."""
+    return digest([settings.explain, settings.storage, inputs, backend, references])
 
 
 def paper_key(settings: Settings, inputs: str, backend: str) -> str:
@@ -113,15 +118,18 @@ def paper_key(settings: Settings, inputs: str, backend: str) -> str:
 def summarize_outputs(
     outputs: list[Path], figures: Path, seconds: dict[str, float], n_examples: int,
     n_total: int, paper: list[Path] = (), min_gap: float | None = None,
+    replacement: str | None = None,
 ) -> Comparison:  # fmt: skip
-    """The table, density, frontier and examples of the explain ``outputs`` finished so far,
-    with the paper-mode row of the ``paper`` outputs finished so far."""
+    """The table, density, frontier, faithfulness scatter (deletion with ``replacement``)
+    and examples of the explain ``outputs`` finished so far, with the paper-mode row of the
+    ``paper`` outputs finished so far."""
     scores = read_scores(outputs)
     paper_scores = read_scores(paper) if paper else None
     examples, notes = load_examples(select_examples(outputs, None, n_examples))
     figures_written = {
         "density": density_figure(scores, figures),
         "frontier": frontier_figure(scores, figures, min_gap, paper_scores),
+        "faithfulness": faithfulness_figure(scores, figures, replacement),
         "examples": examples_figure(examples, figures),
     }
     return Comparison(
@@ -140,32 +148,39 @@ def summarize_outputs(
 
 
 def compare_methods(
-    models: Path, test: Path, settings: Settings, backend: BackendName, threads: int | None,
+    models: Path, splits: Splits, settings: Settings, backend: BackendName, threads: int | None,
     figures: Path, log: Log, quiet: bool = False, cached_only: bool = False,
 ) -> Iterator[Comparison]:  # fmt: skip
-    """Explain the first ``settings.n_images`` of ``test`` with every method, shard by shard
-    (resuming from finished outputs in ``models``), then the tangential method in paper mode;
-    yield the comparison after each shard.
+    """Explain the first ``settings.n_images`` of the test split with every method (Expected
+    Gradients drawing its base-points from the training split), shard by shard (resuming from
+    finished outputs in ``models``), then the tangential method in paper mode; yield the
+    comparison after each shard.
 
     With ``cached_only`` it stops at the first shard not yet finished, computing nothing.
     """
-    count = open_dataset(test).count
+    count = open_dataset(splits.test).count
     n_images = min(settings.n_images or count, count)
     directory = models / f"test-first{n_images}-by{settings.shard_size}"
-    inputs = first_images(test, n_images, directory, settings.shard_size)
+    inputs = first_images(splits.test, n_images, directory, settings.shard_size)
     main = dataclasses.replace(settings.explain, methods=METHODS)
+    train = str(splits.train)
     runs = [
-        (f"explained-{explain_key(settings, inputs.name, backend)}", main, "explain"),
+        (f"explained-{explain_key(settings, inputs.name, backend, train)}", main, "explain",
+         splits.train),
         (f"paper-mode-{paper_key(settings, inputs.name, backend)}", settings.paper_config,
-         "explain, paper mode"),
+         "explain, paper mode", None),
     ]  # fmt: skip
     done: list[list[Path]] = [[], []]
     seconds: dict[str, float] = {}
     min_gap = settings.explain.search.min_gap if settings.explain.search.gap_relative else None
     runtime = Runtime(backend, threads=threads)
     bundle = bundle_path(models, settings.training.latent_dim)
-    for index, (directory, config, label) in enumerate(runs):
-        job = Job(bundle, (inputs,), models / directory, config, runtime, settings.storage)
+    replacement = settings.explain.metrics.deletion_replacement
+    for index, (directory, config, label, references) in enumerate(runs):
+        job = Job(
+            bundle, (inputs,), models / directory, config, runtime, settings.storage,
+            references=references,
+        )  # fmt: skip
         planned = plan(job)
         n_total = planned.n_images
         log(f"{label}: {n_total} test images, {len(config.methods)} method(s) -> {job.output}")
@@ -174,7 +189,8 @@ def compare_methods(
             if index == 0:
                 seconds.update(timing)
             yield summarize_outputs(
-                done[0], figures, seconds, settings.n_examples, n_total, done[1], min_gap
+                done[0], figures, seconds, settings.n_examples, n_total, done[1], min_gap,
+                replacement,
             )
         if len(done[index]) < len(planned.tasks):  # stopped early (cached_only): no more
             return

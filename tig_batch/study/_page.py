@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tig_batch._faithfulness import BETTER, METRICS
 from tig_batch.backends import BackendName
 from tig_batch.engine import BaselineSearch
 from tig_batch.pipeline import METHODS
-from tig_batch.report import format_value, markdown_rows
+from tig_batch.report import COLUMN_NOTES, METRIC_COLUMNS, format_value, markdown_rows
 from tig_batch.study._ablations import Ablation, VariantResult
 from tig_batch.study._comparison import PAPER_MODE, Comparison, Row
 from tig_batch.study._settings import Models, Settings, Splits
@@ -63,6 +64,24 @@ def main_table(rows: Sequence[Row]) -> str:
         for r in rows
     ]  # fmt: skip
     return "\n".join(markdown_rows(MAIN_HEADER, cells))
+
+
+def faithfulness_table(rows: Sequence[Row]) -> str | None:
+    """Per method: the mean of each faithfulness metric the outputs hold, and completeness;
+    None when they hold no metrics (explained before format 3)."""
+    present = [m for m in METRICS if any(m in r.metrics for r in rows)]
+    if not present:
+        return None
+    header = ["method", *(f"{METRIC_COLUMNS[m]} ({BETTER[m]} is better)" for m in present),
+              "mean abs delta"]  # fmt: skip
+    cells = [
+        [r.method, *(format_value(r.metrics.get(m)) for m in present),
+         format_value(r.mean_abs_delta)]
+        for r in rows
+    ]  # fmt: skip
+    notes = [f"*{METRIC_COLUMNS[m]}*: {COLUMN_NOTES[METRIC_COLUMNS[m]]}" for m in present]
+    notes.append(f"*mean abs delta*: {COLUMN_NOTES['mean abs delta']}")
+    return "\n".join([*markdown_rows(header, cells), "", *(f"- {n}" for n in notes)])
 
 
 def partial_note(comparison: Comparison, shard_size: int) -> list[str]:
@@ -230,7 +249,11 @@ def _intro(report: StudyReport) -> list[str]:
         f"Settings: IG rule {e.method}, n_steps {e.n_steps}; tangential base-point: "
         f"{describe_search(search)}; Gaussian sigma {e.gaussian_sigma:g}; blur sigma "
         f"{e.blur_sigma:g}; SmoothGrad sigma {e.smoothgrad_sigma:g} with "
-        f"{e.smoothgrad_samples} samples; target: the predicted class's logit. The ablations "
+        f"{e.smoothgrad_samples} samples; Guided IG {e.guidedig_n_steps} steps (fraction "
+        f"{e.guidedig_fraction:g}, max distance {e.guidedig_max_dist:g}) from the zero "
+        f"base-point; Blur IG {e.blurig_n_steps} steps up to sigma {e.blurig_max_sigma:g}; "
+        f"Expected Gradients {e.expectedgrad_samples} base-points drawn per image from the "
+        "train split; target: the predicted class's logit. The ablations "
         f"search by {describe_search(report.settings.ablation_search)}, and vary that.",
         "",
         "## Models",
@@ -281,8 +304,41 @@ def _comparison_section(report: StudyReport, rel: dict[str, str]) -> list[str]:
             f"![The alignment-gap frontier]({rel['frontier']})",
             "",
         ]
+    lines += _faithfulness_section(report, rel)
     if "examples" in rel:
         lines += [f"![Example explanations]({rel['examples']})", ""]
+    return lines
+
+
+def _faithfulness_section(report: StudyReport, rel: dict[str, str]) -> list[str]:
+    """Whether the explanations say what the model does: the metrics' table and the scatter
+    of alignment against deletion AUC."""
+    c = report.comparison
+    table = faithfulness_table([*c.rows, *([c.paper_mode] if c.paper_mode else [])]) if c else None
+    if table is None:
+        return []
+    m = report.settings.explain.metrics
+    lines = [
+        "## Faithfulness per method",
+        "",
+        "Alignment says whether an explanation lies on the data manifold, not whether it "
+        "says what the model does. The same explanations, scored per image and averaged "
+        f"(deletion and insertion over {m.deletion_steps} steps, removed pixels replaced by "
+        f"the {m.deletion_replacement} base-point's values, the curve of `f_c` normalised by "
+        f"`f_c(x)`; infidelity with {m.infidelity_samples} Gaussian perturbations of sigma "
+        f"{m.infidelity_sigma:g}, seeded per image):",
+        "",
+        table,
+        "",
+    ]
+    if "faithfulness" in rel:
+        lines += [
+            "Alignment against deletion AUC, one point per method at the medians, the bars "
+            "spanning the quartiles over images: up and to the left is aligned and faithful.",
+            "",
+            f"![Alignment against deletion AUC]({rel['faithfulness']})",
+            "",
+        ]
     return lines
 
 
