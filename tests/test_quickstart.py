@@ -37,8 +37,13 @@ def test_fast_quickstart_runs_end_to_end_then_reuses_its_cache(fast_quickstart) 
     assert [m["count"] + m["flagged"] >= 12 for m in summary["methods"]] == [True] * 9
     assert {p.name for p in (out / "report").iterdir()} == {
         "report.html", "summary.md", "summary.json", "alignment_density.png", "examples.png",
-        "alignment_gap_frontier.png",
+        "alignment_gap_frontier.png", "alignment_deletion.png",
     }  # fmt: skip
+    # the default faithfulness metrics, per method
+    assert all(
+        set(m["metrics"]) == {"deletion", "insertion", "infidelity", "sparseness"}
+        for m in summary["methods"]
+    )
     assert len(list((out / "explained").glob("*.h5"))) == 1
     record = json.loads((out / "quickstart.json").read_text())
     assert Path(record["checkpoints"]["classifier"]).is_file() and Path(record["inputs"]).is_file()
