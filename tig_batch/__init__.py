@@ -8,6 +8,7 @@ in-memory batches, :func:`write_report` the tables and figures of the outputs.
 
 from tig_batch._faithfulness import DEFAULT_METRICS, METRICS, MetricsConfig
 from tig_batch._references import ReferenceData
+from tig_batch._sanity_check import SanityCheck, sanity_check
 from tig_batch._selection import Selection
 from tig_batch.backends import (
     DEFAULT_INTERNAL_BATCH_SIZE,
@@ -103,6 +104,7 @@ __all__ = [
     "ReferenceData",
     "ReferenceDraws",
     "Runtime",
+    "SanityCheck",
     "SanityResult",
     "Scheduler",
     "SearchResult",
@@ -136,6 +138,7 @@ __all__ = [
     "reference_draws",
     "reference_gaps",
     "run",
+    "sanity_check",
     "sensitivity_max",
     "smoothgrad",
     "sparseness",

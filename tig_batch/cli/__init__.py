@@ -13,6 +13,7 @@ from tig_batch.cli.info import info
 from tig_batch.cli.ingest import ingest
 from tig_batch.cli.quickstart import quickstart
 from tig_batch.cli.report import report
+from tig_batch.cli.sanity import sanity
 from tig_batch.cli.train import evaluate, train
 
 
@@ -41,6 +42,7 @@ main.add_command(evaluate)
 main.add_command(export)
 main.add_command(explain)
 main.add_command(report)
+main.add_command(sanity)
 main.add_command(bench)
 main.add_command(quickstart)
 
