@@ -310,6 +310,27 @@ def _comparison_section(report: StudyReport, rel: dict[str, str]) -> list[str]:
     return lines
 
 
+def _faithfulness_reading(rows: Sequence[Row], replacement: str) -> list[str]:
+    """What to keep in mind reading the faithfulness table, worded from its numbers."""
+    lines = []
+    if replacement == "zero":
+        lines.append(
+            "Zero replacement favours, by construction, IG from the zero base-point and every "
+            "method whose attributions vanish where the image already equals the replacement "
+            "(inputxgrad, guidedig): removing a pixel it ranks low changes nothing. "
+            "`--deletion-replacement blur` takes that advantage away."
+        )
+    values = [
+        r.metrics["infidelity"] for r in rows if np.isfinite(r.metrics.get("infidelity", np.nan))
+    ]
+    if len(values) > 1 and max(values) - min(values) < 0.2 * max(values):
+        lines.append(
+            f"Infidelity spans only {min(values):.3f} to {max(values):.3f} across the methods: "
+            "it separates them little on these models and settings."
+        )
+    return [*(f"{line}\n" for line in lines)]
+
+
 def _faithfulness_section(report: StudyReport, rel: dict[str, str]) -> list[str]:
     """Whether the explanations say what the model does: the metrics' table and the scatter
     of alignment against deletion AUC."""
@@ -330,6 +351,7 @@ def _faithfulness_section(report: StudyReport, rel: dict[str, str]) -> list[str]
         "",
         table,
         "",
+        *_faithfulness_reading(c.rows, m.deletion_replacement),
     ]
     if "faithfulness" in rel:
         lines += [
