@@ -33,6 +33,9 @@ def test_fast_quickstart_runs_end_to_end_then_reuses_its_cache(fast_quickstart) 
     assert all(step in first.stderr for step in steps), first.stderr
     assert f"Report: {out / 'report' / 'report.html'}" in first.stdout
     assert "tangential  mean mu" in first.stdout and "above chance" in first.stdout
+    assert "deletion 0." in first.stdout or "deletion 1." in first.stdout
+    lines = [line for line in first.stdout.splitlines() if "mean mu" in line]
+    assert len({line.index("flagged") for line in lines}) == 1  # aligned, gap or none
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert [m["count"] + m["flagged"] >= 12 for m in summary["methods"]] == [True] * 9
     assert {p.name for p in (out / "report").iterdir()} == {

@@ -87,8 +87,13 @@ def quickstart(
 
 
 def _summary_line(s: MethodSummary) -> str:
-    """One method's mean mu, share above chance, gap kept (IG) and flagged count."""
-    line = f"  {s.method:<11} mean mu {s.mean:.2f}   above chance {100 * s.above_chance:3.0f}%"
-    if s.mean_gap_fraction is not None:
-        line += f"   gap {100 * s.mean_gap_fraction:3.0f}% of zero's"
+    """One method's mean mu, share above chance, gap kept (IG), deletion AUC (when scored)
+    and flagged count, in aligned columns."""
+    gap = "" if s.mean_gap_fraction is None else f"gap {100 * s.mean_gap_fraction:3.0f}% of zero's"
+    line = (
+        f"  {s.method:<11} mean mu {s.mean:.2f}   above chance {100 * s.above_chance:3.0f}%"
+        f"   {gap:<18}"
+    )
+    if "deletion" in s.metrics:
+        line += f"   deletion {s.metrics['deletion']:.2f}"
     return f"{line}   flagged {flagged_text(s)}"
