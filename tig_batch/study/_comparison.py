@@ -191,7 +191,7 @@ def compare_methods(
             yield summarize_outputs(
                 done[0], figures, seconds, settings.n_examples, n_total, done[1], min_gap,
                 replacement,
-            )
+            )  # fmt: skip
         if len(done[index]) < len(planned.tasks):  # stopped early (cached_only): no more
             return
 
