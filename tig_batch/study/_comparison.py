@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tig_batch.backends import BackendName, Runtime
+from tig_batch.backends import BackendName, Runtime, load_bundle
 from tig_batch.data import open_dataset
 from tig_batch.job import Job, Plan, plan
 from tig_batch.pipeline import METHODS
@@ -38,6 +38,7 @@ from tig_batch.report import (
 )
 from tig_batch.runner import run
 from tig_batch.study._build import first_images
+from tig_batch.study._rescore import blur_rescore
 from tig_batch.study._settings import Log, Settings, Splits, bundle_path, digest
 
 
@@ -118,11 +119,12 @@ def paper_key(settings: Settings, inputs: str, backend: str) -> str:
 def summarize_outputs(
     outputs: list[Path], figures: Path, seconds: dict[str, float], n_examples: int,
     n_total: int, paper: list[Path] = (), min_gap: float | None = None,
-    replacement: str | None = None,
+    replacement: str | None = None, rescored: dict[str, dict[str, float]] | None = None,
 ) -> Comparison:  # fmt: skip
     """The table, density, frontier, faithfulness scatter (deletion with ``replacement``)
     and examples of the explain ``outputs`` finished so far, with the paper-mode row of the
-    ``paper`` outputs finished so far."""
+    ``paper`` outputs finished so far; ``rescored`` (method -> column -> mean) joins the
+    rows' metrics."""
     scores = read_scores(outputs)
     paper_scores = read_scores(paper) if paper else None
     examples, notes = load_examples(select_examples(outputs, None, n_examples))
@@ -132,8 +134,12 @@ def summarize_outputs(
         "faithfulness": faithfulness_figure(scores, figures, replacement),
         "examples": examples_figure(examples, figures),
     }
+    rows = [
+        dataclasses.replace(r, metrics={**r.metrics, **(rescored or {}).get(r.method, {})})
+        for r in rows_from_scores(scores)
+    ]
     return Comparison(
-        rows=rows_from_scores(scores),
+        rows=rows,
         chance=scores.chance_level,
         n_images=scores.n_images,
         n_total=n_total,
@@ -176,6 +182,7 @@ def compare_methods(
     runtime = Runtime(backend, threads=threads)
     bundle = bundle_path(models, settings.training.latent_dim)
     replacement = settings.explain.metrics.deletion_replacement
+    rescored = None
     for index, (directory, config, label, references) in enumerate(runs):
         job = Job(
             bundle, (inputs,), models / directory, config, runtime, settings.storage,
@@ -188,12 +195,32 @@ def compare_methods(
             done[index].append(output)
             if index == 0:
                 seconds.update(timing)
+                if len(done[0]) == len(planned.tasks):
+                    rescored = _rescore(done[0], settings, bundle, runtime, log, cached_only)
             yield summarize_outputs(
                 done[0], figures, seconds, settings.n_examples, n_total, done[1], min_gap,
-                replacement,
+                replacement, rescored,
             )  # fmt: skip
         if len(done[index]) < len(planned.tasks):  # stopped early (cached_only): no more
             return
+
+
+def _rescore(
+    outputs: list[Path], settings: Settings, bundle: Path, runtime: Runtime, log: Log,
+    cached_only: bool,
+) -> dict[str, dict[str, float]] | None:  # fmt: skip
+    """Deletion and insertion of the finished main outputs with the blurred image as the
+    replacement, when explain scored them with the zero base-point's
+    (:func:`~tig_batch.study._rescore.blur_rescore`)."""
+    metrics, explain = settings.explain.metrics, settings.explain
+    if metrics.deletion_replacement != "zero" or "deletion" not in metrics.names:
+        return None
+    log("rescoring deletion and insertion with the blurred image as the replacement")
+    classifier = load_bundle(bundle, runtime).classifier
+    return blur_rescore(
+        classifier, outputs, metrics.deletion_steps, explain.blur_sigma, explain.value_range,
+        cached_only=cached_only,
+    )  # fmt: skip
 
 
 def _explain_shards(

@@ -22,6 +22,7 @@ from tig_batch.pipeline import METHODS
 from tig_batch.report import COLUMN_NOTES, METRIC_COLUMNS, format_value, markdown_rows
 from tig_batch.study._ablations import Ablation, VariantResult
 from tig_batch.study._comparison import PAPER_MODE, Comparison, Row
+from tig_batch.study._rescore import BLUR_METRICS
 from tig_batch.study._settings import Models, Settings, Splits
 
 PAPER_MU = 0.91  # the paper's headline: tangentially aligned IG with mean mu > 0.91
@@ -72,14 +73,21 @@ def faithfulness_table(rows: Sequence[Row]) -> str | None:
     present = [m for m in METRICS if any(m in r.metrics for r in rows)]
     if not present:
         return None
+    rescored = [m for m in BLUR_METRICS if any(m in r.metrics for r in rows)]
     header = ["method", *(f"{METRIC_COLUMNS[m]} ({BETTER[m]} is better)" for m in present),
-              "mean abs delta"]  # fmt: skip
+              *(f"{m} AUC" for m in rescored), "mean abs delta"]  # fmt: skip
     cells = [
-        [r.method, *(format_value(r.metrics.get(m)) for m in present),
+        [r.method, *(format_value(r.metrics.get(m)) for m in [*present, *rescored]),
          format_value(r.mean_abs_delta)]
         for r in rows
     ]  # fmt: skip
     notes = [f"*{METRIC_COLUMNS[m]}*: {COLUMN_NOTES[METRIC_COLUMNS[m]]}" for m in present]
+    if rescored:
+        notes.append(
+            "*deletion, blur AUC* and *insertion, blur AUC*: the same explanations rescored "
+            "with the blurred image (the blur base-point) as the replacement value, as "
+            "`--deletion-replacement blur` would score them."
+        )
     notes.append(f"*mean abs delta*: {COLUMN_NOTES['mean abs delta']}")
     return "\n".join([*markdown_rows(header, cells), "", *(f"- {n}" for n in notes)])
 
@@ -315,10 +323,23 @@ def _faithfulness_reading(rows: Sequence[Row], replacement: str) -> list[str]:
     lines = []
     if replacement == "zero":
         lines.append(
-            "Zero replacement favours, by construction, IG from the zero base-point and every "
-            "method whose attributions vanish where the image already equals the replacement "
-            "(inputxgrad, guidedig): removing a pixel it ranks low changes nothing. "
-            "`--deletion-replacement blur` takes that advantage away."
+            "Each replacement value favours, by construction, the methods whose base-point it "
+            "is: removing a pixel where the image already equals the replacement changes "
+            "nothing, and those methods give such pixels no attribution. Zero replacement "
+            "favours IG from the zero base-point, inputxgrad and guidedig; blurred "
+            "replacement (`--deletion-replacement blur`) favours the blur base-point and "
+            "blurig. Read both columns."
+        )
+    by = {r.method: r.metrics for r in rows}
+    blurred = BLUR_METRICS[0]
+    if np.isfinite(by.get("tangential", {}).get(blurred, np.nan)):
+        finite = [m for m in by if np.isfinite(by[m].get(blurred, np.nan))]
+        ranked = sorted(finite, key=lambda m: by[m][blurred])
+        others = ", ".join(f"{m} {by[m][blurred]:.3f}" for m in ranked if m != "tangential")
+        lines.append(
+            f"With the blurred image as the replacement, tangential's deletion AUC is "
+            f"{by['tangential'][blurred]:.3f}, rank {ranked.index('tangential') + 1} of "
+            f"{len(ranked)} ({others})."
         )
     values = [
         r.metrics["infidelity"] for r in rows if np.isfinite(r.metrics.get("infidelity", np.nan))
